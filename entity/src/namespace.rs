@@ -1,0 +1,22 @@
+//! A namespace (`@name`): a user's own (`user`) or an organisation (`org`).
+//! `managed` is set when a RegistryNamespace custom resource owns its members.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "namespaces")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(unique)]
+    pub name: String,
+    pub ns_type: String,
+    pub owner_id: i64,
+    pub managed: bool,
+    pub created_at: DateTime,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,16 @@
+//! Schema migrations of the niso registry. Every migration runs on PostgreSQL and SQLite, and
+//! spells its identifiers itself (never through the live entities), so later entity changes
+//! cannot rewrite history.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,414 @@
+//! Configuration: an optional TOML file overlaid by `NISO_*` environment variables (env wins).
+//!
+//! Every value is validated at start-up; a bad one is an error naming the variable, so a typo in
+//! a Helm value fails the rollout instead of misbehaving later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::storage::s3::S3Settings;
+
+/// Content-defined chunking parameters. Fixed per deployment: changing them ruins dedup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkingSettings {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkingSettings {
+    fn default() -> Self {
+        ChunkingSettings {
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; defaults to SQLite in `data_dir`.
+    pub database_url: String,
+    pub database_max_connections: u32,
+    /// Object storage is S3 when set, else `data_dir/chunks`.
+    pub s3: Option<S3Settings>,
+    pub max_upload_bytes: u64,
+    pub chunking: ChunkingSettings,
+    /// How long an upload's chunk leases last without renewal.
+    pub upload_lease: Duration,
+    pub download_count_flush_interval: Duration,
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+    pub gc_grace_period: Duration,
+}
+
+/// The TOML file: the same settings, named like the variables without the `NISO_` prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    s3_bucket: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_force_path_style: Option<bool>,
+    max_upload_bytes: Option<u64>,
+    chunk_min_size: Option<u32>,
+    chunk_avg_size: Option<u32>,
+    chunk_max_size: Option<u32>,
+    upload_lease_secs: Option<u64>,
+    download_count_flush_secs: Option<u64>,
+    login_max_failures: Option<u32>,
+    login_window_secs: Option<u64>,
+    gc_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {name}={value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+impl Config {
+    /// Reads the optional TOML file, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::from_sources(file, |name| std::env::var(name).ok())
+    }
+
+    /// Same as `load` but with an explicit environment (tests use it instead of mutating the
+    /// process environment).
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file_config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|error| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: error.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let source = Source {
+            env: &env,
+            file: file_config,
+        };
+        source.build()
+    }
+}
+
+struct Source<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    file: FileConfig,
+}
+
+impl Source<'_> {
+    /// The env value if set and non-empty, else the file's (already typed) value rendered back,
+    /// so both go through the same parser and error message.
+    fn raw(&self, name: &'static str, file_value: Option<String>) -> Option<String> {
+        (self.env)(name)
+            .filter(|value| !value.trim().is_empty())
+            .or(file_value)
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        file_value: Option<String>,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.raw(name, file_value) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|error: T::Err| ConfigError::Invalid {
+                    name,
+                    value: value.clone(),
+                    reason: error.to_string(),
+                }),
+        }
+    }
+
+    fn seconds(
+        &self,
+        name: &'static str,
+        file_value: Option<u64>,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.parse(name, file_value.map(|v| v.to_string()), default_secs)
+            .map(Duration::from_secs)
+    }
+
+    fn build(self) -> Result<Config, ConfigError> {
+        let file = &self.file;
+        let listen = self.parse("NISO_LISTEN", file.listen.clone(), default_addr(8080))?;
+        let metrics_listen = self.parse(
+            "NISO_METRICS_LISTEN",
+            file.metrics_listen.clone(),
+            default_addr(9090),
+        )?;
+        let data_dir: PathBuf = self
+            .raw(
+                "NISO_DATA_DIR",
+                file.data_dir.as_ref().map(|p| p.display().to_string()),
+            )
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("./niso-data"));
+        let database_url = self
+            .raw("NISO_DATABASE_URL", file.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join("niso.db").display()));
+        if !(database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+            || database_url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "NISO_DATABASE_URL",
+                value: redact_url(&database_url),
+                reason: "expected a postgres:// or sqlite:// URL".into(),
+            });
+        }
+        let database_max_connections = self.parse(
+            "NISO_DATABASE_MAX_CONNECTIONS",
+            file.database_max_connections.map(|v| v.to_string()),
+            16u32,
+        )?;
+        let s3 = match self.raw("NISO_S3_BUCKET", file.s3_bucket.clone()) {
+            None => None,
+            Some(bucket) => Some(S3Settings {
+                bucket,
+                endpoint: self.raw("NISO_S3_ENDPOINT", file.s3_endpoint.clone()),
+                region: self.raw("NISO_S3_REGION", file.s3_region.clone()),
+                force_path_style: self.parse(
+                    "NISO_S3_FORCE_PATH_STYLE",
+                    file.s3_force_path_style.map(|v| v.to_string()),
+                    false,
+                )?,
+                credentials: None,
+            }),
+        };
+        let max_upload_bytes: u64 = self.parse(
+            "NISO_MAX_UPLOAD_BYTES",
+            file.max_upload_bytes.map(|v| v.to_string()),
+            2 * 1024 * 1024 * 1024,
+        )?;
+        if max_upload_bytes == 0 {
+            return Err(invalid("NISO_MAX_UPLOAD_BYTES", "0", "must be positive"));
+        }
+        let defaults = ChunkingSettings::default();
+        let chunking = ChunkingSettings {
+            min_size: self.parse(
+                "NISO_CHUNK_MIN_SIZE",
+                file.chunk_min_size.map(|v| v.to_string()),
+                defaults.min_size,
+            )?,
+            avg_size: self.parse(
+                "NISO_CHUNK_AVG_SIZE",
+                file.chunk_avg_size.map(|v| v.to_string()),
+                defaults.avg_size,
+            )?,
+            max_size: self.parse(
+                "NISO_CHUNK_MAX_SIZE",
+                file.chunk_max_size.map(|v| v.to_string()),
+                defaults.max_size,
+            )?,
+        };
+        // fastcdc's own bounds (v2020): min 64..=1 MiB, avg 256..=4 MiB, max 1 KiB..=16 MiB.
+        if !(64..=1_048_576).contains(&chunking.min_size)
+            || !(256..=4_194_304).contains(&chunking.avg_size)
+            || !(1024..=16_777_216).contains(&chunking.max_size)
+            || chunking.min_size > chunking.avg_size
+            || chunking.avg_size > chunking.max_size
+        {
+            return Err(invalid(
+                "NISO_CHUNK_AVG_SIZE",
+                &format!("{chunking:?}"),
+                "need 64 ≤ min ≤ avg ≤ max, avg ≥ 256, max ≤ 16 MiB",
+            ));
+        }
+        Ok(Config {
+            listen,
+            metrics_listen,
+            data_dir,
+            database_url,
+            database_max_connections,
+            s3,
+            max_upload_bytes,
+            chunking,
+            upload_lease: self.seconds("NISO_UPLOAD_LEASE_SECS", file.upload_lease_secs, 900)?,
+            download_count_flush_interval: self.seconds(
+                "NISO_DOWNLOAD_COUNT_FLUSH_SECS",
+                file.download_count_flush_secs,
+                5,
+            )?,
+            login_max_failures: self.parse(
+                "NISO_LOGIN_MAX_FAILURES",
+                file.login_max_failures.map(|v| v.to_string()),
+                10u32,
+            )?,
+            login_window: self.seconds("NISO_LOGIN_WINDOW_SECS", file.login_window_secs, 300)?,
+            gc_grace_period: self.seconds("NISO_GC_GRACE_SECS", file.gc_grace_secs, 3600)?,
+        })
+    }
+}
+
+fn default_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Hides a password in a database URL before it goes into an error message or a log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Parses durations like `1h`, `30m`, `45s`, `0` or a bare number of seconds (CLI `--grace`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(index) => text.split_at(index),
+        None => (text, "s"),
+    };
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 1h, 30m, 45s"))?;
+    let multiplier = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(value * multiplier))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config_from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_sources(None, move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_registry() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert_eq!(config.metrics_listen.port(), 9090);
+        assert!(config.database_url.starts_with("sqlite://"));
+        assert!(config.database_url.contains("niso-data"));
+        assert!(config.s3.is_none());
+        assert_eq!(config.max_upload_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable() {
+        let error = config_from(&[("NISO_MAX_UPLOAD_BYTES", "lots")]).unwrap_err();
+        assert!(
+            error.to_string().contains("NISO_MAX_UPLOAD_BYTES"),
+            "{error}"
+        );
+        let error = config_from(&[("NISO_LISTEN", "nowhere")]).unwrap_err();
+        assert!(error.to_string().contains("NISO_LISTEN"), "{error}");
+        let error = config_from(&[("NISO_DATABASE_URL", "mysql://u:secret@h/db")]).unwrap_err();
+        assert!(error.to_string().contains("NISO_DATABASE_URL"));
+        assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn env_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("niso.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7000\"\ns3_bucket = \"from-file\"\n",
+        )
+        .unwrap();
+        let config = Config::from_sources(Some(&path), |name| {
+            (name == "NISO_LISTEN").then(|| "127.0.0.1:7001".to_string())
+        })
+        .unwrap();
+        assert_eq!(config.listen.port(), 7001);
+        assert_eq!(config.s3.unwrap().bucket, "from-file");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("niso.toml");
+        std::fs::write(&path, "lsiten = \"127.0.0.1:7000\"\n").unwrap();
+        assert!(Config::from_sources(Some(&path), |_| None).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://niso:hunter2@db:5432/niso"),
+            "postgres://niso:***@db:5432/niso"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

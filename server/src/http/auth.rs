@@ -1,0 +1,233 @@
+//! `/v1/auth/*`: register, login, the caller's profile and API keys.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{Auth, Json, Pagination, Query};
+use crate::error::{Error, Result};
+use crate::registry::accounts::{NewAccount, Profile};
+use crate::registry::format_timestamp;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RegisterResponse {
+    pub id: i64,
+    pub username: String,
+    pub api_key: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub api_key: String,
+    pub username: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProfileResponse {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub created_at: String,
+    pub verified: bool,
+    pub namespaces: Vec<String>,
+}
+
+impl From<Profile> for ProfileResponse {
+    fn from(profile: Profile) -> Self {
+        ProfileResponse {
+            id: profile.id,
+            username: profile.username,
+            email: profile.email,
+            display_name: profile.display_name,
+            created_at: format_timestamp(&profile.created_at),
+            verified: profile.verified,
+            namespaces: profile.namespaces,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfileRequest {
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: String,
+    pub scope: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateKeyResponse {
+    pub id: i64,
+    pub key: String,
+    pub name: String,
+    pub scope: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyResponse {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/auth/register", request_body = RegisterRequest,
+    responses((status = 201, body = RegisterResponse), (status = 400), (status = 409)))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(request): Json<RegisterRequest>,
+) -> Result<Response> {
+    let (user, key) = state
+        .registry
+        .register(NewAccount {
+            username: request.username,
+            email: request.email,
+            password: request.password,
+            display_name: request.display_name,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RegisterResponse {
+            id: user.id,
+            username: user.username,
+            api_key: key.plaintext,
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401), (status = 429)))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(request): Json<LoginRequest>,
+) -> Result<axum::Json<LoginResponse>> {
+    let key = state
+        .registry
+        .login(&request.username, &request.password, Some(peer.ip()))
+        .await?;
+    Ok(axum::Json(LoginResponse {
+        api_key: key.plaintext,
+        username: request.username,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/auth/me", responses((status = 200, body = ProfileResponse), (status = 401), (status = 403)),
+    security(("api_key" = [])))]
+pub async fn me(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+) -> Result<axum::Json<ProfileResponse>> {
+    let user = principal.require_user()?;
+    Ok(axum::Json(state.registry.profile(user.id).await?.into()))
+}
+
+#[utoipa::path(patch, path = "/v1/auth/me", request_body = UpdateProfileRequest,
+    responses((status = 200, body = ProfileResponse), (status = 400), (status = 401), (status = 403)),
+    security(("api_key" = [])))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Json(request): Json<UpdateProfileRequest>,
+) -> Result<axum::Json<ProfileResponse>> {
+    let user = principal.require_user()?;
+    let profile = state
+        .registry
+        .update_profile(user.id, request.display_name, request.email)
+        .await?;
+    Ok(axum::Json(profile.into()))
+}
+
+#[utoipa::path(post, path = "/v1/auth/keys", request_body = CreateKeyRequest,
+    responses((status = 201, body = CreateKeyResponse), (status = 400), (status = 401), (status = 403)),
+    security(("api_key" = [])))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Json(request): Json<CreateKeyRequest>,
+) -> Result<Response> {
+    let key = state
+        .registry
+        .create_key_for(&principal, &request.name, &request.scope)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreateKeyResponse {
+            id: key.id,
+            key: key.plaintext,
+            name: key.name,
+            scope: key.scope,
+        }),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/auth/keys", responses((status = 200, body = [KeyResponse]), (status = 401)),
+    security(("api_key" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Query(pagination): Query<Pagination>,
+) -> Result<axum::Json<Vec<KeyResponse>>> {
+    let keys = state
+        .registry
+        .list_keys(&principal, pagination.limit()?, pagination.offset())
+        .await?;
+    Ok(axum::Json(
+        keys.into_iter()
+            .map(|key| KeyResponse {
+                id: key.id,
+                name: key.name,
+                scope: key.scope,
+                prefix: key.prefix,
+                created_at: format_timestamp(&key.created_at),
+                last_used_at: key.last_used_at.as_ref().map(format_timestamp),
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/auth/keys/{id}", params(("id" = i64, Path)),
+    responses((status = 204), (status = 401), (status = 404)), security(("api_key" = [])))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::BadRequest(format!("invalid key id {id:?}")))?;
+    state.registry.revoke_key_for(&principal, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,164 @@
+//! The HTTP API: routing, the shared state, and the middleware every request goes through
+//! (metrics, tracing, error shape). Handlers are thin: parse and validate, call the registry,
+//! map the result.
+
+pub mod auth;
+pub mod chunks;
+pub mod extract;
+pub mod namespaces;
+pub mod openapi;
+pub mod package_path;
+pub mod packages;
+pub mod range;
+pub mod system;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::registry::Registry;
+
+/// Largest JSON body and single-chunk upload accepted (archive uploads stream and have their
+/// own limit).
+const SMALL_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/v1/openapi.json", get(system::openapi))
+        .route("/v1/auth/register", post(auth::register))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/me", get(auth::me).patch(auth::update_me))
+        .route("/v1/auth/keys", get(auth::list_keys).post(auth::create_key))
+        .route("/v1/auth/keys/{id}", delete(auth::revoke_key))
+        .route("/v1/namespaces", post(namespaces::create_namespace))
+        .route("/v1/namespaces/{name}", get(namespaces::get_namespace))
+        .route(
+            "/v1/namespaces/{name}/members",
+            post(namespaces::add_member),
+        )
+        .route(
+            "/v1/namespaces/{name}/members/{username}",
+            delete(namespaces::remove_member),
+        )
+        .route(
+            "/v1/chunks/{hash}",
+            get(chunks::get_chunk).put(chunks::put_chunk),
+        )
+        .route("/v1/packages", get(packages::list_packages))
+        .route(
+            "/v1/packages/{*rest}",
+            get(packages::dispatch)
+                .put(packages::dispatch)
+                .post(packages::dispatch)
+                .delete(packages::dispatch),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    Error::NotFound("no such endpoint".into()).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut response =
+        Error::BadRequest("method not allowed on this endpoint".into()).into_response();
+    *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Counts and times every request by route template and status, and logs it.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let metrics = state.registry.metrics().clone();
+    metrics.http_in_flight.inc();
+    let response = next.run(request).await;
+    metrics.http_in_flight.dec();
+    let route = response
+        .extensions()
+        .get::<packages::RouteTemplate>()
+        .map(|template| template.0.to_owned())
+        .or(matched)
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .inc();
+    metrics
+        .http_request_seconds
+        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "request"
+    );
+    response
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Serves `/metrics` on its own listener.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,126 @@
+//! `/v1/namespaces/*`: organisation namespaces and their members.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::extract::{Auth, Json};
+use crate::error::Result;
+use crate::registry::format_timestamp;
+use crate::registry::namespaces::NamespaceView;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespaceRequest {
+    pub name: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddMemberRequest {
+    pub username: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MemberResponse {
+    pub username: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NamespaceResponse {
+    pub name: String,
+    pub owner_id: i64,
+    pub ns_type: String,
+    pub created_at: String,
+    pub members: Vec<MemberResponse>,
+}
+
+impl From<NamespaceView> for NamespaceResponse {
+    fn from(view: NamespaceView) -> Self {
+        NamespaceResponse {
+            name: view.name,
+            owner_id: view.owner_id,
+            ns_type: view.ns_type,
+            created_at: format_timestamp(&view.created_at),
+            members: view
+                .members
+                .into_iter()
+                .map(|member| MemberResponse {
+                    username: member.username,
+                    role: member.role,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn created(view: NamespaceView) -> Response {
+    (
+        StatusCode::CREATED,
+        axum::Json(NamespaceResponse::from(view)),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/v1/namespaces", request_body = CreateNamespaceRequest,
+    responses((status = 201, body = NamespaceResponse), (status = 400), (status = 401), (status = 403), (status = 409)),
+    security(("api_key" = [])))]
+pub async fn create_namespace(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Json(request): Json<CreateNamespaceRequest>,
+) -> Result<Response> {
+    Ok(created(
+        state.registry.create_org(&principal, &request.name).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/namespaces/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = NamespaceResponse), (status = 404)))]
+pub async fn get_namespace(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<NamespaceResponse>> {
+    Ok(axum::Json(
+        state.registry.namespace_view(&name).await?.into(),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/namespaces/{name}/members", params(("name" = String, Path)),
+    request_body = AddMemberRequest,
+    responses((status = 201, body = NamespaceResponse), (status = 400), (status = 403), (status = 404), (status = 409)),
+    security(("api_key" = [])))]
+pub async fn add_member(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path(name): Path<String>,
+    Json(request): Json<AddMemberRequest>,
+) -> Result<Response> {
+    Ok(created(
+        state
+            .registry
+            .add_member(&principal, &name, &request.username, &request.role)
+            .await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/namespaces/{name}/members/{username}",
+    params(("name" = String, Path), ("username" = String, Path)),
+    responses((status = 204), (status = 403), (status = 404), (status = 409)),
+    security(("api_key" = [])))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Auth(principal): Auth,
+    Path((name, username)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    state
+        .registry
+        .remove_member(&principal, &name, &username)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,34 @@
+//! `/health` (liveness: the process answers), `/ready` (the database and the object store
+//! answer) and the OpenAPI document.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::error::Error;
+
+#[utoipa::path(get, path = "/health", responses((status = 200)))]
+pub async fn health() -> Response {
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+#[utoipa::path(get, path = "/ready", responses((status = 200), (status = 503)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let check = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.registry.check_ready(),
+    );
+    match check.await {
+        Ok(Ok(())) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "not ready");
+            Error::Unavailable(error.to_string()).into_response()
+        }
+        Err(_) => Error::Unavailable("readiness check timed out".into()).into_response(),
+    }
+}
+
+pub async fn openapi() -> Response {
+    axum::Json(super::openapi::document()).into_response()
+}

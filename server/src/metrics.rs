@@ -1,0 +1,146 @@
+//! Prometheus metrics of the API server, served as text on their own listener
+//! (`NISO_METRICS_LISTEN`). Names follow Prometheus conventions: `niso_` prefix, `_total`
+//! counters, `_seconds` and `_bytes` units.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_seconds: HistogramVec,
+    pub http_in_flight: IntGauge,
+    pub upload_bytes: IntCounter,
+    pub download_bytes: IntCounter,
+    pub dedup_hits: IntCounter,
+    pub dedup_bytes_saved: IntCounter,
+    pub chunks_stored: IntCounter,
+    pub chunk_bytes_stored: IntCounter,
+    pub chunk_store_seconds: HistogramVec,
+    pub gc_runs: IntCounter,
+    pub gc_chunks_deleted: IntCounter,
+    pub gc_bytes_reclaimed: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let counter = IntCounter::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(counter.clone()))
+        .expect("metric registered once");
+    counter
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "niso_http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "niso_http_request_duration_seconds",
+                "HTTP request latency by route template",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_in_flight =
+            IntGauge::new("niso_http_requests_in_flight", "HTTP requests being served")
+                .expect("valid metric");
+        let chunk_store_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "niso_chunk_store_duration_seconds",
+                "Object store latency by operation",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_request_seconds.clone()),
+            Box::new(http_in_flight.clone()),
+            Box::new(chunk_store_seconds.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Metrics {
+            upload_bytes: counter(
+                &registry,
+                "niso_upload_bytes_total",
+                "Archive bytes received by uploads",
+            ),
+            download_bytes: counter(
+                &registry,
+                "niso_download_bytes_total",
+                "Archive bytes sent by downloads",
+            ),
+            dedup_hits: counter(
+                &registry,
+                "niso_dedup_hits_total",
+                "Chunks of uploads that were already stored",
+            ),
+            dedup_bytes_saved: counter(
+                &registry,
+                "niso_dedup_saved_bytes_total",
+                "Bytes not stored again thanks to dedup",
+            ),
+            chunks_stored: counter(
+                &registry,
+                "niso_chunks_stored_total",
+                "New chunks written to the object store",
+            ),
+            chunk_bytes_stored: counter(
+                &registry,
+                "niso_chunk_stored_bytes_total",
+                "Bytes written to the object store (after compression)",
+            ),
+            gc_runs: counter(&registry, "niso_gc_runs_total", "Completed GC passes"),
+            gc_chunks_deleted: counter(
+                &registry,
+                "niso_gc_chunks_deleted_total",
+                "Orphan chunks deleted by GC",
+            ),
+            gc_bytes_reclaimed: counter(
+                &registry,
+                "niso_gc_reclaimed_bytes_total",
+                "Object-store bytes reclaimed by GC",
+            ),
+            http_requests,
+            http_request_seconds,
+            http_in_flight,
+            chunk_store_seconds,
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

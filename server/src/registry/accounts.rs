@@ -1,0 +1,222 @@
+//! Accounts: registration (which creates the user's own namespace and first key), login with
+//! argon2id and a shared rate limit, and the profile.
+
+use std::net::IpAddr;
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
+
+use entity::{namespace, namespace_member, user};
+
+use super::keys::{CreatedKey, USER_KEY_SCOPE};
+use super::permissions::Role;
+use super::{Registry, blocking, is_unique_violation, now};
+use crate::auth::password::{hash_password, verify_password, verify_unknown_user};
+use crate::error::{Error, Result};
+use crate::names::{validate_email, validate_password, validate_username};
+
+pub struct NewAccount {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub display_name: Option<String>,
+    pub created_at: chrono::NaiveDateTime,
+    pub verified: bool,
+    pub namespaces: Vec<String>,
+}
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+
+impl Registry {
+    /// Creates the user, the `@username` namespace (type `user`, the user as owner) and the
+    /// first key, all or nothing.
+    pub async fn register(&self, account: NewAccount) -> Result<(user::Model, CreatedKey)> {
+        validate_username(&account.username)?;
+        validate_email(&account.email)?;
+        validate_password(&account.password)?;
+        let display_name = validate_display_name(account.display_name)?;
+        let namespace_name = format!("@{}", account.username);
+        if self.find_namespace(&namespace_name).await?.is_some() {
+            return Err(name_taken(&account.username));
+        }
+        let password = account.password;
+        let password_hash = blocking(move || hash_password(&password)).await?;
+
+        let transaction = self.db.begin().await?;
+        let created_at = now();
+        let inserted = user::ActiveModel {
+            username: Set(account.username.clone()),
+            email: Set(account.email),
+            display_name: Set(display_name),
+            password_hash: Set(password_hash),
+            verified: Set(false),
+            created_at: Set(created_at),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await;
+        let user = match inserted {
+            Ok(user) => user,
+            Err(error) if is_unique_violation(&error) => return Err(name_taken(&account.username)),
+            Err(error) => return Err(error.into()),
+        };
+        let namespace = namespace::ActiveModel {
+            name: Set(namespace_name),
+            ns_type: Set("user".into()),
+            owner_id: Set(user.id),
+            managed: Set(false),
+            created_at: Set(created_at),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                name_taken(&account.username)
+            } else {
+                error.into()
+            }
+        })?;
+        namespace_member::ActiveModel {
+            namespace_id: Set(namespace.id),
+            user_id: Set(user.id),
+            role: Set(Role::Owner.as_str().into()),
+            created_at: Set(created_at),
+        }
+        .insert(&transaction)
+        .await?;
+        let key = self
+            .insert_key(
+                &transaction,
+                Some(user.id),
+                "default",
+                &USER_KEY_SCOPE.parse()?,
+                None,
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok((user, key))
+    }
+
+    /// Exchanges a username and password for a new user-linked key. Unknown users and wrong
+    /// passwords get the same answer after the same amount of work.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<CreatedKey> {
+        self.check_login_allowed(username, client).await?;
+        let user = user::Entity::find()
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await?;
+        let password = password.to_owned();
+        let verified = match &user {
+            Some(user) => {
+                let hash = user.password_hash.clone();
+                blocking(move || verify_password(&password, &hash)).await?
+            }
+            None => {
+                blocking(move || verify_unknown_user(&password)).await?;
+                false
+            }
+        };
+        let Some(user) = user.filter(|_| verified) else {
+            self.record_login_failure(username, client).await?;
+            return Err(Error::Unauthorized(BAD_CREDENTIALS.into()));
+        };
+        self.clear_login_failures(username).await?;
+        self.insert_key(
+            &self.db,
+            Some(user.id),
+            "login",
+            &USER_KEY_SCOPE.parse()?,
+            None,
+        )
+        .await
+    }
+
+    pub async fn profile(&self, user_id: i64) -> Result<Profile> {
+        let user = user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::not_found("user"))?;
+        let memberships = namespace_member::Entity::find()
+            .filter(namespace_member::Column::UserId.eq(user_id))
+            .all(&self.db)
+            .await?;
+        let namespace_ids: Vec<i64> = memberships.iter().map(|m| m.namespace_id).collect();
+        let namespaces = namespace::Entity::find()
+            .filter(namespace::Column::Id.is_in(namespace_ids))
+            .order_by_asc(namespace::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|namespace| namespace.name)
+            .collect();
+        Ok(Profile {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            display_name: user.display_name,
+            created_at: user.created_at,
+            verified: user.verified,
+            namespaces,
+        })
+    }
+
+    pub async fn update_profile(
+        &self,
+        user_id: i64,
+        display_name: Option<String>,
+        email: Option<String>,
+    ) -> Result<Profile> {
+        let user = user::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::not_found("user"))?;
+        let mut active: user::ActiveModel = user.into();
+        if let Some(email) = email {
+            validate_email(&email)?;
+            active.email = Set(email);
+            // A new address has not been verified.
+            active.verified = Set(false);
+        }
+        if let Some(display_name) = display_name {
+            active.display_name = Set(validate_display_name(Some(display_name))?);
+        }
+        active.update(&self.db).await?;
+        self.profile(user_id).await
+    }
+
+    pub async fn find_user_by_name(&self, username: &str) -> Result<Option<user::Model>> {
+        Ok(user::Entity::find()
+            .filter(user::Column::Username.eq(username))
+            .one(&self.db)
+            .await?)
+    }
+}
+
+fn name_taken(username: &str) -> Error {
+    Error::Conflict(format!("the name {username} is already taken"))
+}
+
+fn validate_display_name(display_name: Option<String>) -> Result<Option<String>> {
+    match display_name.map(|name| name.trim().to_owned()) {
+        Some(name) if name.chars().count() > 128 || name.chars().any(char::is_control) => Err(
+            Error::BadRequest("display_name must be at most 128 printable characters".into()),
+        ),
+        Some(name) if name.is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}

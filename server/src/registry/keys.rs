@@ -1,0 +1,274 @@
+//! API keys: authentication of a presented key, creation without privilege escalation, listing
+//! and revocation of the caller's own keys.
+
+use chrono::Duration as ChronoDuration;
+use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+
+use entity::{api_key, user};
+
+use super::{Registry, now};
+use crate::auth::api_key::{generate, hash_key, looks_like_key};
+use crate::auth::scope::ScopeSet;
+use crate::auth::{Principal, PrincipalUser};
+use crate::error::{Error, Result};
+
+/// The scope of the key returned by register and login.
+pub const USER_KEY_SCOPE: &str = "pull:*,push:*,delete:*";
+
+/// A freshly created key; `plaintext` is shown to its owner exactly once.
+#[derive(Debug, Clone)]
+pub struct CreatedKey {
+    pub id: i64,
+    pub plaintext: String,
+    pub name: String,
+    pub scope: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub prefix: String,
+    pub created_at: chrono::NaiveDateTime,
+    pub last_used_at: Option<chrono::NaiveDateTime>,
+    pub expires_at: Option<chrono::NaiveDateTime>,
+}
+
+/// `last_used_at` is written on first use, then at most this often per key.
+const LAST_USED_RESOLUTION_SECS: i64 = 60;
+
+const INVALID_KEY: &str = "invalid, expired or revoked API key";
+
+impl Registry {
+    /// Resolves a presented key. Every call reads the database, so a revocation made through
+    /// any replica is refused by every replica on the next request.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
+        if !looks_like_key(presented) {
+            return Err(Error::Unauthorized(INVALID_KEY.into()));
+        }
+        let key = api_key::Entity::find()
+            .filter(api_key::Column::KeyHash.eq(hash_key(presented)))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::Unauthorized(INVALID_KEY.into()))?;
+        let current = now();
+        if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= current) {
+            return Err(Error::Unauthorized(INVALID_KEY.into()));
+        }
+        let scope: ScopeSet = key
+            .scope
+            .parse()
+            .map_err(|_| Error::internal(format!("stored scope of key {} is invalid", key.id)))?;
+        let user = match key.user_id {
+            Some(user_id) => {
+                let user = user::Entity::find_by_id(user_id)
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| Error::Unauthorized(INVALID_KEY.into()))?;
+                Some(PrincipalUser {
+                    id: user.id,
+                    username: user.username,
+                })
+            }
+            None => None,
+        };
+        self.touch_key(&key, current).await?;
+        Ok(Principal {
+            key_id: key.id,
+            user,
+            scope,
+        })
+    }
+
+    /// Records use of a key: at once the first time, then at most once a minute. The condition
+    /// is in the UPDATE so replicas racing on the same key write once.
+    async fn touch_key(&self, key: &api_key::Model, current: chrono::NaiveDateTime) -> Result<()> {
+        let stale_before = current - ChronoDuration::seconds(LAST_USED_RESOLUTION_SECS);
+        if key.last_used_at.is_some_and(|at| at > stale_before) {
+            return Ok(());
+        }
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(current))
+            .filter(api_key::Column::Id.eq(key.id))
+            .filter(
+                api_key::Column::LastUsedAt
+                    .is_null()
+                    .or(api_key::Column::LastUsedAt.lte(stale_before)),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/auth/keys`: a user-linked caller mints keys linked to the same user; an
+    /// unlinked caller holding `admin` mints unlinked keys. The new scope must be covered by the
+    /// caller's, and a user-linked key never mints `admin`.
+    pub async fn create_key_for(
+        &self,
+        principal: &Principal,
+        name: &str,
+        scope: &str,
+    ) -> Result<CreatedKey> {
+        let name = validate_key_name(name)?;
+        let requested: ScopeSet = scope.parse()?;
+        if principal.user.is_some() && requested.has_admin() {
+            return Err(Error::Forbidden(
+                "a key linked to a user cannot create keys with the admin action".into(),
+            ));
+        }
+        if principal.user.is_none() && !principal.scope.has_admin() {
+            return Err(Error::Forbidden(
+                "only an admin key may create keys not linked to a user".into(),
+            ));
+        }
+        if !principal.scope.covers(&requested) {
+            return Err(Error::Forbidden(format!(
+                "the requested scope {requested} is wider than this key's scope {}",
+                principal.scope
+            )));
+        }
+        let user_id = principal.user.as_ref().map(|user| user.id);
+        self.insert_key(&self.db, user_id, &name, &requested, None)
+            .await
+    }
+
+    /// Creates a key with any scope: the registry operator (CLI, Kubernetes operator) is the
+    /// root of trust. `username` links it to that user.
+    pub async fn create_key_unchecked(
+        &self,
+        username: Option<&str>,
+        name: &str,
+        scope: &str,
+        expires_at: Option<chrono::NaiveDateTime>,
+    ) -> Result<CreatedKey> {
+        let name = validate_key_name(name)?;
+        let scope: ScopeSet = scope.parse()?;
+        let user_id = match username {
+            Some(username) => Some(
+                user::Entity::find()
+                    .filter(user::Column::Username.eq(username))
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("user {username}")))?
+                    .id,
+            ),
+            None => None,
+        };
+        self.insert_key(&self.db, user_id, &name, &scope, expires_at)
+            .await
+    }
+
+    pub(crate) async fn insert_key(
+        &self,
+        connection: &impl ConnectionTrait,
+        user_id: Option<i64>,
+        name: &str,
+        scope: &ScopeSet,
+        expires_at: Option<chrono::NaiveDateTime>,
+    ) -> Result<CreatedKey> {
+        let material = generate();
+        let scope_text = scope.to_string();
+        let model = api_key::ActiveModel {
+            user_id: Set(user_id),
+            name: Set(name.to_owned()),
+            scope: Set(scope_text.clone()),
+            key_hash: Set(material.hash.clone()),
+            prefix: Set(material.prefix.clone()),
+            created_at: Set(now()),
+            last_used_at: Set(None),
+            expires_at: Set(expires_at),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(connection)
+        .await?;
+        Ok(CreatedKey {
+            id: model.id,
+            plaintext: material.plaintext,
+            name: model.name,
+            scope: scope_text,
+            prefix: model.prefix,
+        })
+    }
+
+    /// The caller's own live keys: a user's keys for a user-linked key; for an unlinked key,
+    /// every unlinked key if it holds admin, else just itself.
+    pub async fn list_keys(
+        &self,
+        principal: &Principal,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<KeyInfo>> {
+        use sea_orm::QuerySelect;
+        let mut query = api_key::Entity::find()
+            .filter(api_key::Column::RevokedAt.is_null())
+            .order_by_asc(api_key::Column::Id)
+            .limit(limit)
+            .offset(offset);
+        query = match (&principal.user, principal.scope.has_admin()) {
+            (Some(user), _) => query.filter(api_key::Column::UserId.eq(user.id)),
+            (None, true) => query.filter(api_key::Column::UserId.is_null()),
+            (None, false) => query.filter(api_key::Column::Id.eq(principal.key_id)),
+        };
+        Ok(query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|key| KeyInfo {
+                id: key.id,
+                name: key.name,
+                scope: key.scope,
+                prefix: key.prefix,
+                created_at: key.created_at,
+                last_used_at: key.last_used_at,
+                expires_at: key.expires_at,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's own keys (anyone else's is a 404, as if it did not exist).
+    pub async fn revoke_key_for(&self, principal: &Principal, key_id: i64) -> Result<()> {
+        let key = api_key::Entity::find_by_id(key_id)
+            .one(&self.db)
+            .await?
+            .filter(|key| key.revoked_at.is_none())
+            .ok_or_else(|| Error::not_found(format!("API key {key_id}")))?;
+        let own = match &principal.user {
+            Some(user) => key.user_id == Some(user.id),
+            None => {
+                key.user_id.is_none() && (principal.scope.has_admin() || key.id == principal.key_id)
+            }
+        };
+        if !own {
+            return Err(Error::not_found(format!("API key {key_id}")));
+        }
+        self.revoke_key(key_id).await
+    }
+
+    /// Revokes a key by id, whoever owns it (operator use). Idempotent.
+    pub async fn revoke_key(&self, key_id: i64) -> Result<()> {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::RevokedAt, Expr::value(now()))
+            .filter(api_key::Column::Id.eq(key_id))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
+
+fn validate_key_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(Error::BadRequest(
+            "key name must be 1 to 128 printable characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}

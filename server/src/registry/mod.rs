@@ -1,0 +1,165 @@
+//! The registry domain: accounts, keys, scopes, namespaces, packages, tags, the chunk store and
+//! GC. Written once and used by the HTTP handlers, the CLI and the operator; nothing else in
+//! the workspace talks SQL.
+
+pub mod accounts;
+pub mod chunk_store;
+pub mod chunking;
+pub mod download;
+pub mod download_counter;
+pub mod gc;
+pub mod keys;
+pub mod namespaces;
+pub mod packages;
+pub mod permissions;
+pub mod rate_limit;
+pub mod tags;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use sea_orm::DatabaseConnection;
+
+use crate::config::{ChunkingSettings, Config};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::storage::ObjectStore;
+use crate::storage::local::LocalStore;
+use crate::storage::s3::S3Store;
+
+pub use download_counter::DownloadCounter;
+
+/// The knobs of the domain layer, taken from `Config`.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub max_upload_bytes: u64,
+    pub chunking: ChunkingSettings,
+    pub upload_lease: Duration,
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+}
+
+impl RegistrySettings {
+    pub fn from_config(config: &Config) -> Self {
+        RegistrySettings {
+            max_upload_bytes: config.max_upload_bytes,
+            chunking: config.chunking,
+            upload_lease: config.upload_lease,
+            login_max_failures: config.login_max_failures,
+            login_window: config.login_window,
+        }
+    }
+}
+
+/// The registry: the database, the object store and the settings, shared by every request.
+pub struct Registry {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) settings: RegistrySettings,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) download_counter: DownloadCounter,
+}
+
+impl Registry {
+    pub fn new(
+        db: DatabaseConnection,
+        store: Arc<dyn ObjectStore>,
+        settings: RegistrySettings,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
+        Registry {
+            db,
+            store,
+            settings,
+            metrics,
+            download_counter: DownloadCounter::default(),
+        }
+    }
+
+    /// Connects to the configured database and object store and brings the schema up to date.
+    pub async fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Registry> {
+        if config.database_url.starts_with("sqlite:") || config.s3.is_none() {
+            std::fs::create_dir_all(&config.data_dir).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot create data directory {}: {error}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
+        let db = crate::db::connect(&config.database_url, config.database_max_connections)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot connect to the database: {error}"))?;
+        crate::db::migrate(&db)
+            .await
+            .map_err(|error| anyhow::anyhow!("database migration failed: {error}"))?;
+        let store: Arc<dyn ObjectStore> = match &config.s3 {
+            Some(settings) => Arc::new(S3Store::connect(settings.clone()).await?),
+            None => Arc::new(LocalStore::open(config.data_dir.join("chunks"))?),
+        };
+        tracing::info!(storage = %store.describe(), "registry opened");
+        Ok(Registry::new(
+            db,
+            store,
+            RegistrySettings::from_config(config),
+            metrics,
+        ))
+    }
+
+    pub fn database(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &RegistrySettings {
+        &self.settings
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Readiness: the database and the object store both answer.
+    pub async fn check_ready(&self) -> Result<()> {
+        crate::db::ping(&self.db).await?;
+        self.store.check().await?;
+        Ok(())
+    }
+}
+
+/// The current time as stored in the database (UTC, second precision is what clients see).
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+/// The API's timestamp format: `2026-04-10T12:00:00`.
+pub fn format_timestamp(timestamp: &NaiveDateTime) -> String {
+    timestamp.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+pub(crate) fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+pub(crate) fn is_foreign_key_violation(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+    )
+}
+
+/// Runs a blocking, CPU-heavy closure (hashing, compression, argon2) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Error::internal(format!("blocking task failed: {error}")))
+}

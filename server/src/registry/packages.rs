@@ -1,0 +1,274 @@
+//! Packages and versions: listings, manifests, version resolution (exact, tag, `latest`) and
+//! deletion, plus the denormalised package summary kept current on every change.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use entity::{package, package_version, tag, version_chunk};
+
+use super::Registry;
+use crate::error::{Error, Result};
+use crate::names::{PackageName, latest_version, parse_version};
+
+pub const LATEST: &str = "latest";
+
+#[derive(Debug, Clone)]
+pub struct PackageSummary {
+    pub name: String,
+    pub latest_version: String,
+    pub description: Option<String>,
+    pub updated_at: chrono::NaiveDateTime,
+    pub download_count: i64,
+}
+
+impl Registry {
+    pub(crate) async fn find_package(&self, name: &str) -> Result<Option<package::Model>> {
+        Ok(package::Entity::find()
+            .filter(package::Column::Name.eq(name))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A package that has at least one version (404 otherwise).
+    pub async fn visible_package(&self, name: &PackageName) -> Result<package::Model> {
+        self.find_package(name.as_str())
+            .await?
+            .filter(|package| package.latest_version.is_some())
+            .ok_or_else(|| Error::not_found(format!("package {name}")))
+    }
+
+    /// Locks the package row for the rest of `transaction` (a no-op write takes the row lock on
+    /// PostgreSQL; SQLite serialises writers anyway).
+    pub(crate) async fn lock_package(
+        &self,
+        transaction: &DatabaseTransaction,
+        name: &str,
+    ) -> Result<package::Model> {
+        package::Entity::update_many()
+            .col_expr(package::Column::Id, Expr::col(package::Column::Id))
+            .filter(package::Column::Name.eq(name))
+            .exec(transaction)
+            .await?;
+        package::Entity::find()
+            .filter(package::Column::Name.eq(name))
+            .one(transaction)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("package {name}")))
+    }
+
+    /// Recomputes `latest_version`, `description` and `updated_at` from the versions.
+    pub(crate) async fn refresh_package_summary(
+        &self,
+        connection: &impl ConnectionTrait,
+        package_id: i64,
+    ) -> Result<()> {
+        let versions = package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package_id))
+            .all(connection)
+            .await?;
+        let parsed: Vec<semver::Version> = versions
+            .iter()
+            .filter_map(|v| semver::Version::parse(&v.version).ok())
+            .collect();
+        let latest = latest_version(parsed.iter()).map(|v| v.to_string());
+        let description = latest.as_ref().and_then(|latest| {
+            versions
+                .iter()
+                .filter(|v| &v.version == latest)
+                .max_by_key(|v| (v.uploaded_at, v.id))
+                .and_then(|v| v.description.clone())
+        });
+        let updated_at = versions.iter().map(|v| v.uploaded_at).max();
+        package::Entity::update_many()
+            .col_expr(package::Column::LatestVersion, Expr::value(latest))
+            .col_expr(package::Column::Description, Expr::value(description))
+            .col_expr(package::Column::UpdatedAt, Expr::value(updated_at))
+            .filter(package::Column::Id.eq(package_id))
+            .exec(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /v1/packages?q=`: packages with at least one version, by name.
+    pub async fn list_packages(
+        &self,
+        query: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<PackageSummary>> {
+        let mut select = package::Entity::find()
+            .filter(package::Column::LatestVersion.is_not_null())
+            .order_by_asc(package::Column::Name)
+            .limit(limit)
+            .offset(offset);
+        if let Some(query) = query.map(str::trim).filter(|q| !q.is_empty()) {
+            select = select.filter(package::Column::Name.contains(query.to_lowercase()));
+        }
+        Ok(select
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .filter_map(|package| {
+                Some(PackageSummary {
+                    name: package.name,
+                    latest_version: package.latest_version?,
+                    description: package.description,
+                    updated_at: package.updated_at?,
+                    download_count: package.download_count,
+                })
+            })
+            .collect())
+    }
+
+    /// Every version+arch of a package, oldest upload first.
+    pub async fn list_versions(
+        &self,
+        name: &PackageName,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<package_version::Model>> {
+        let package = self.visible_package(name).await?;
+        Ok(package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package.id))
+            .order_by_asc(package_version::Column::Id)
+            .limit(limit)
+            .offset(offset)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Resolves a version reference: an exact version, `latest`, or a tag. `latest` for an arch
+    /// is the latest version that has that arch.
+    pub async fn resolve_version(
+        &self,
+        name: &PackageName,
+        reference: &str,
+        arch: Option<&str>,
+    ) -> Result<(package::Model, package_version::Model)> {
+        let package = self.visible_package(name).await?;
+        let mut versions = package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package.id));
+        if let Some(arch) = arch {
+            versions = versions.filter(package_version::Column::Arch.eq(arch));
+        }
+        let version_text = if reference == LATEST {
+            let candidates = versions.clone().all(&self.db).await?;
+            let parsed: Vec<semver::Version> = candidates
+                .iter()
+                .filter_map(|v| semver::Version::parse(&v.version).ok())
+                .collect();
+            latest_version(parsed.iter())
+                .map(|v| v.to_string())
+                .ok_or_else(|| not_found_version(name, reference, arch))?
+        } else if parse_version(reference).is_ok() {
+            reference.to_owned()
+        } else {
+            tag::Entity::find_by_id((package.id, reference.to_owned()))
+                .one(&self.db)
+                .await?
+                .map(|tag| tag.version)
+                .ok_or_else(|| not_found_version(name, reference, arch))?
+        };
+        // The first upload of that version (for the manifest when no arch is given).
+        let version = versions
+            .filter(package_version::Column::Version.eq(version_text))
+            .order_by_asc(package_version::Column::Id)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| not_found_version(name, reference, arch))?;
+        Ok((package, version))
+    }
+
+    /// Deletes one version+arch. Tags pointing at a version with no arch left go with it; the
+    /// chunks become unreferenced and GC reclaims those no other version uses.
+    pub async fn delete_version(
+        &self,
+        name: &PackageName,
+        version: &str,
+        arch: &str,
+    ) -> Result<()> {
+        let transaction = self.db.begin().await?;
+        let package = match self.lock_package(&transaction, name.as_str()).await {
+            Ok(package) => package,
+            Err(Error::NotFound(_)) => return Err(not_found_version(name, version, Some(arch))),
+            Err(error) => return Err(error),
+        };
+        let target = package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package.id))
+            .filter(package_version::Column::Version.eq(version))
+            .filter(package_version::Column::Arch.eq(arch))
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| not_found_version(name, version, Some(arch)))?;
+        version_chunk::Entity::delete_many()
+            .filter(version_chunk::Column::VersionId.eq(target.id))
+            .exec(&transaction)
+            .await?;
+        package_version::Entity::delete_by_id(target.id)
+            .exec(&transaction)
+            .await?;
+        let other_arches = package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package.id))
+            .filter(package_version::Column::Version.eq(version))
+            .count(&transaction)
+            .await?;
+        if other_arches == 0 {
+            tag::Entity::delete_many()
+                .filter(tag::Column::PackageId.eq(package.id))
+                .filter(tag::Column::Version.eq(version))
+                .exec(&transaction)
+                .await?;
+        }
+        self.refresh_package_summary(&transaction, package.id)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The version's chunk list in order.
+    pub async fn version_chunks(
+        &self,
+        version_id: i64,
+    ) -> Result<Vec<(version_chunk::Model, entity::chunk::Model)>> {
+        let references = version_chunk::Entity::find()
+            .filter(version_chunk::Column::VersionId.eq(version_id))
+            .order_by_asc(version_chunk::Column::Position)
+            .all(&self.db)
+            .await?;
+        let mut ids: Vec<i64> = references.iter().map(|r| r.chunk_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut chunks = std::collections::HashMap::new();
+        for batch in ids.chunks(500) {
+            for chunk in entity::chunk::Entity::find()
+                .filter(entity::chunk::Column::Id.is_in(batch.to_vec()))
+                .all(&self.db)
+                .await?
+            {
+                chunks.insert(chunk.id, chunk);
+            }
+        }
+        references
+            .into_iter()
+            .map(|reference| {
+                let chunk = chunks.get(&reference.chunk_id).cloned().ok_or_else(|| {
+                    Error::internal(format!(
+                        "chunk {} of a version is missing",
+                        reference.chunk_id
+                    ))
+                })?;
+                Ok((reference, chunk))
+            })
+            .collect()
+    }
+}
+
+fn not_found_version(name: &PackageName, reference: &str, arch: Option<&str>) -> Error {
+    match arch {
+        Some(arch) => Error::not_found(format!("{name}@{reference} for {arch}")),
+        None => Error::not_found(format!("{name}@{reference}")),
+    }
+}

@@ -1,0 +1,351 @@
+//! The streaming upload pipeline.
+//!
+//! The body is read piece by piece: each piece is hashed into the archive checksum, handed to
+//! the archive validator (a blocking thread walking the tar stream) and to the content-defined
+//! chunker; finished chunks are stored a few at a time (hashing and compression off the async
+//! workers). Nothing holds more than a handful of chunks, so memory per upload is bounded
+//! whatever the archive size. The version becomes visible only in the final commit transaction;
+//! until then every chunk the upload stored or reused is leased (see `chunk_store.rs`).
+
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures::stream::{FuturesOrdered, StreamExt};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter, Set, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+
+use entity::{namespace, package, package_version, upload, upload_chunk, version_chunk};
+
+use super::chunk_store::StoredChunk;
+use super::chunking::StreamChunker;
+use super::{Registry, is_unique_violation, now};
+use crate::archive::{ArchiveLimits, Manifest, spawn_validator};
+use crate::error::{Error, Result};
+use crate::names::PackageName;
+
+/// Chunks being hashed/compressed/stored at once per upload: enough to overlap object-store
+/// latency, few enough to keep memory at a few MiB.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// Rows per INSERT of a version's chunk list (well under SQLite's bound-parameter limit).
+const CHUNK_ROWS_PER_INSERT: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct UploadTarget {
+    pub package: PackageName,
+    pub version: String,
+    pub arch: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadedVersion {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub size: u64,
+    pub checksum: String,
+    pub new_chunks: usize,
+    pub reused_chunks: usize,
+}
+
+/// Releases the upload's leases if the upload ends any other way than a commit, including the
+/// handler's future being dropped because the client went away.
+struct LeaseGuard {
+    db: DatabaseConnection,
+    upload_id: i64,
+    armed: bool,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let db = self.db.clone();
+        let upload_id = self.upload_id;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = release(&db, upload_id).await {
+                    // GC reaps it when the lease expires.
+                    tracing::warn!(upload_id, %error, "could not release an abandoned upload");
+                }
+            });
+        }
+    }
+}
+
+async fn release(db: &DatabaseConnection, upload_id: i64) -> Result<(), sea_orm::DbErr> {
+    let transaction = db.begin().await?;
+    upload_chunk::Entity::delete_many()
+        .filter(upload_chunk::Column::UploadId.eq(upload_id))
+        .exec(&transaction)
+        .await?;
+    upload::Entity::delete_by_id(upload_id)
+        .exec(&transaction)
+        .await?;
+    transaction.commit().await
+}
+
+impl Registry {
+    /// 409 if the version+arch exists already (checked again at commit, where it is decisive).
+    pub async fn ensure_version_absent(&self, target: &UploadTarget) -> Result<()> {
+        let Some(package) = self.find_package(target.package.as_str()).await? else {
+            return Ok(());
+        };
+        let existing = package_version::Entity::find()
+            .filter(package_version::Column::PackageId.eq(package.id))
+            .filter(package_version::Column::Version.eq(target.version.as_str()))
+            .filter(package_version::Column::Arch.eq(target.arch.as_str()))
+            .one(&self.db)
+            .await?;
+        match existing {
+            Some(_) => Err(version_exists(target)),
+            None => Ok(()),
+        }
+    }
+
+    /// Streams `body` into the registry as `target`. The caller has authorised the push and
+    /// resolved the namespace.
+    pub async fn upload_version<S, E>(
+        &self,
+        namespace: &namespace::Model,
+        target: UploadTarget,
+        body: S,
+        content_length: Option<u64>,
+    ) -> Result<UploadedVersion>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>>,
+        E: std::fmt::Display,
+    {
+        let max_bytes = self.settings.max_upload_bytes;
+        if content_length.is_some_and(|length| length > max_bytes) {
+            return Err(too_large(max_bytes));
+        }
+        self.ensure_version_absent(&target).await?;
+
+        let mut lease = self
+            .begin_upload(target.package.as_str(), &target.version, &target.arch)
+            .await?;
+        let mut guard = LeaseGuard {
+            db: self.db.clone(),
+            upload_id: lease.id,
+            armed: true,
+        };
+        let (mut feed, validator) = spawn_validator(ArchiveLimits::default());
+        let mut chunker = StreamChunker::new(self.settings.chunking);
+        let mut checksum = Sha256::new();
+        let mut total: u64 = 0;
+        let mut in_flight = FuturesOrdered::new();
+        let mut stored: Vec<StoredChunk> = Vec::new();
+        let mut validator_stopped = false;
+        let mut body = pin!(body);
+
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|error| {
+                Error::BadRequest(format!("the upload was interrupted: {error}"))
+            })?;
+            total += piece.len() as u64;
+            if total > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            self.metrics.upload_bytes.inc_by(piece.len() as u64);
+            checksum.update(&piece);
+            if !validator_stopped && !feed.send(piece.clone()).await {
+                // The validator found a problem: stop reading, report it below.
+                validator_stopped = true;
+                break;
+            }
+            for chunk in chunker.push(&piece) {
+                if in_flight.len() >= CHUNKS_IN_FLIGHT
+                    && let Some(result) = in_flight.next().await
+                {
+                    stored.push(result?);
+                    self.renew_upload(&mut lease).await?;
+                }
+                in_flight.push_back(self.store_chunk(lease.id, chunk));
+            }
+        }
+        let manifest: Manifest = if validator_stopped {
+            drop(feed);
+            match validator.await {
+                Ok(Err(error)) => return Err(error.into()),
+                Ok(Ok(_)) | Err(_) => {
+                    return Err(Error::internal("archive validator stopped unexpectedly"));
+                }
+            }
+        } else {
+            for chunk in chunker.finish() {
+                in_flight.push_back(self.store_chunk(lease.id, chunk));
+            }
+            while let Some(result) = in_flight.next().await {
+                stored.push(result?);
+            }
+            feed.finish();
+            validator.await.map_err(|error| {
+                Error::internal(format!("archive validator panicked: {error}"))
+            })??
+        };
+        check_manifest_matches(&manifest, &target)?;
+        if total == 0 {
+            return Err(Error::BadRequest("the upload is empty".into()));
+        }
+
+        let checksum = hex::encode(checksum.finalize());
+        let new_chunks = stored.iter().filter(|c| c.newly_stored).count();
+        let uploaded = UploadedVersion {
+            name: target.package.to_string(),
+            version: target.version.clone(),
+            arch: target.arch.clone(),
+            size: total,
+            checksum: checksum.clone(),
+            new_chunks,
+            reused_chunks: stored.len() - new_chunks,
+        };
+        self.commit_version(
+            namespace, &target, lease.id, &manifest, total, &checksum, &stored,
+        )
+        .await?;
+        guard.armed = false;
+        Ok(uploaded)
+    }
+
+    /// Makes the version visible, atomically: converts the upload's leases into the version's
+    /// chunk references and retires the upload row. Deleting the upload row first is what
+    /// serialises commit against GC reaping an expired upload: only one of them deletes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_version(
+        &self,
+        namespace: &namespace::Model,
+        target: &UploadTarget,
+        upload_id: i64,
+        manifest: &Manifest,
+        size: u64,
+        checksum: &str,
+        chunks: &[StoredChunk],
+    ) -> Result<()> {
+        let transaction = self.db.begin().await?;
+        let retired = upload::Entity::delete_by_id(upload_id)
+            .exec(&transaction)
+            .await?
+            .rows_affected;
+        if retired == 0 {
+            return Err(Error::Unavailable(
+                "the upload's lease expired before it finished; retry the upload".into(),
+            ));
+        }
+        upload_chunk::Entity::delete_many()
+            .filter(upload_chunk::Column::UploadId.eq(upload_id))
+            .exec(&transaction)
+            .await?;
+        let package = self
+            .lock_or_create_package(&transaction, namespace, &target.package)
+            .await?;
+        let inserted = package_version::ActiveModel {
+            package_id: Set(package.id),
+            version: Set(target.version.clone()),
+            arch: Set(target.arch.clone()),
+            size: Set(size as i64),
+            checksum: Set(checksum.to_owned()),
+            manifest: Set(manifest.raw.clone()),
+            description: Set(manifest.description.clone()),
+            license: Set(manifest.license.clone()),
+            uploaded_at: Set(now()),
+            download_count: Set(0),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await;
+        let version = match inserted {
+            Ok(version) => version,
+            Err(error) if is_unique_violation(&error) => return Err(version_exists(target)),
+            Err(error) => return Err(error.into()),
+        };
+        let mut offset: i64 = 0;
+        let mut rows = Vec::with_capacity(chunks.len());
+        for (position, chunk) in chunks.iter().enumerate() {
+            rows.push(version_chunk::ActiveModel {
+                version_id: Set(version.id),
+                position: Set(position as i32),
+                chunk_id: Set(chunk.chunk_id),
+                byte_offset: Set(offset),
+                size: Set(chunk.size as i64),
+            });
+            offset += chunk.size as i64;
+        }
+        for batch in rows.chunks(CHUNK_ROWS_PER_INSERT) {
+            version_chunk::Entity::insert_many(batch.to_vec())
+                .exec_without_returning(&transaction)
+                .await?;
+        }
+        self.refresh_package_summary(&transaction, package.id)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The package row, created on first upload, locked for the rest of the transaction so
+    /// concurrent commits to one package recompute its summary one after the other.
+    async fn lock_or_create_package(
+        &self,
+        transaction: &DatabaseTransaction,
+        namespace: &namespace::Model,
+        name: &PackageName,
+    ) -> Result<package::Model> {
+        use sea_orm::sea_query::OnConflict;
+        package::Entity::insert(package::ActiveModel {
+            namespace_id: Set(namespace.id),
+            name: Set(name.to_string()),
+            latest_version: Set(None),
+            description: Set(None),
+            updated_at: Set(None),
+            download_count: Set(0),
+            created_at: Set(now()),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::column(package::Column::Name)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(transaction)
+        .await?;
+        self.lock_package(transaction, name.as_str()).await
+    }
+}
+
+fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<()> {
+    if manifest.name != target.package.as_str() {
+        return Err(Error::BadRequest(format!(
+            "manifest.toml names package {:?} but the upload is for {}",
+            manifest.name, target.package
+        )));
+    }
+    if manifest.version != target.version {
+        return Err(Error::BadRequest(format!(
+            "manifest.toml has version {:?} but the upload is for {}",
+            manifest.version, target.version
+        )));
+    }
+    if let Some(arch) = &manifest.arch
+        && arch != &target.arch
+    {
+        return Err(Error::BadRequest(format!(
+            "manifest.toml has arch {arch:?} but the upload is for {}",
+            target.arch
+        )));
+    }
+    Ok(())
+}
+
+fn version_exists(target: &UploadTarget) -> Error {
+    Error::Conflict(format!(
+        "{}@{} for {} already exists; versions are immutable",
+        target.package, target.version, target.arch
+    ))
+}
+
+fn too_large(max_bytes: u64) -> Error {
+    Error::PayloadTooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"))
+}
