@@ -235,11 +235,36 @@ impl Registry {
         self.store.put(&key, body).await?;
         timer.observe_duration();
 
+        match self.insert_chunk_row(upload_id, hash, &key, data.len(), stored_size, compression).await {
+            Ok(Some(chunk_id)) => {
+                self.metrics.chunks_stored.inc();
+                self.metrics.chunk_bytes_stored.inc_by(stored_size as u64);
+                Ok(Some(chunk_id))
+            }
+            other => {
+                // No row points at the object: remove it now, or nothing ever will.
+                if let Err(error) = self.store.delete(&key).await {
+                    tracing::warn!(%key, %error, "could not remove an unrecorded chunk object");
+                }
+                other
+            }
+        }
+    }
+
+    async fn insert_chunk_row(
+        &self,
+        upload_id: i64,
+        hash: &str,
+        key: &str,
+        size: usize,
+        stored_size: i64,
+        compression: &str,
+    ) -> Result<Option<i64>> {
         let transaction = self.db.begin().await?;
         let inserted = chunk::ActiveModel {
             hash: Set(hash.to_owned()),
-            object_key: Set(key.clone()),
-            size: Set(data.len() as i64),
+            object_key: Set(key.to_owned()),
+            size: Set(size as i64),
             stored_size: Set(stored_size),
             compression: Set(compression.to_owned()),
             state: Set(STATE_LIVE.to_owned()),
@@ -253,15 +278,12 @@ impl Registry {
             Ok(chunk) => chunk,
             Err(error) if is_unique_violation(&error) => {
                 transaction.rollback().await?;
-                self.store.delete(&key).await?;
                 return Ok(None);
             }
             Err(error) => return Err(error.into()),
         };
         insert_lease(&transaction, upload_id, chunk.id).await?;
         transaction.commit().await?;
-        self.metrics.chunks_stored.inc();
-        self.metrics.chunk_bytes_stored.inc_by(stored_size as u64);
         Ok(Some(chunk.id))
     }
 

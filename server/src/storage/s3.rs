@@ -85,7 +85,7 @@ impl Default for S3Timeouts {
 }
 
 /// Chunk objects in an S3 bucket; keys are used verbatim as object keys.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -93,9 +93,19 @@ pub struct S3Store {
     operation_timeout: Duration,
 }
 
+// Hand-written: the client's own Debug dumps its whole configuration, which has no place in logs.
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("location", &self.description)
+            .finish_non_exhaustive()
+    }
+}
+
 impl S3Store {
-    /// Builds the client with [`S3Timeouts::default`]. Makes no request: a store that is down at
-    /// start-up shows in [`ObjectStore::check`] (`/ready`), instead of crash-looping the pod.
+    /// Builds the client with [`S3Timeouts::default`]. Sends nothing to the store (only the
+    /// AWS region lookup may go out, when no region is set): a store that is down at start-up
+    /// shows in [`ObjectStore::check`] (`/ready`) instead of crash-looping the pod.
     pub async fn connect(settings: S3Settings) -> Result<S3Store, StorageError> {
         Self::connect_with_timeouts(settings, S3Timeouts::default()).await
     }

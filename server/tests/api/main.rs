@@ -1,0 +1,12 @@
+//! API tests over real HTTP, each run on both backends (embedded SQLite + files, and
+//! PostgreSQL + S3). One test binary, one module per endpoint group.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod chunks;
+mod namespaces;
+mod packages;
+mod system;
+mod tags;

@@ -1,0 +1,281 @@
+//! Test support shared by the integration tests: a registry served over real HTTP on
+//! 127.0.0.1, on either backend — embedded (SQLite + local files) or production (PostgreSQL +
+//! an S3 protocol server) — plus archive builders and request helpers.
+#![allow(dead_code)]
+
+pub mod archives;
+pub mod postgres;
+pub mod s3_test_server;
+
+use std::sync::Arc;
+
+use niso_server::config::ChunkingSettings;
+use niso_server::http::AppState;
+use niso_server::metrics::Metrics;
+use niso_server::registry::{Registry, RegistrySettings};
+use niso_server::storage::ObjectStore;
+use niso_server::storage::local::LocalStore;
+use niso_server::storage::s3::S3Store;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + local chunk directory (the default deployment)
+    Embedded,
+    /// PostgreSQL + S3 over HTTP (the production deployment)
+    Production,
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend, as
+/// `embedded::name` and `production::name`.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Embedded).await
+                }
+            )*
+        }
+        mod production {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Production).await
+                }
+            )*
+        }
+    };
+}
+
+pub fn test_settings() -> RegistrySettings {
+    RegistrySettings {
+        max_upload_bytes: 2 * 1024 * 1024 * 1024,
+        chunking: ChunkingSettings::default(),
+        upload_lease: std::time::Duration::from_secs(900),
+        login_max_failures: 5,
+        login_window: std::time::Duration::from_secs(300),
+    }
+}
+
+/// Where a test registry keeps its state; dropping it removes the local parts.
+pub struct Storage {
+    pub database_url: String,
+    pub store: Arc<dyn ObjectStore>,
+    _dir: tempfile::TempDir,
+}
+
+impl Storage {
+    pub async fn new(backend: Backend) -> Storage {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Embedded => Storage {
+                database_url: format!("sqlite://{}?mode=rwc", dir.path().join("niso.db").display()),
+                store: Arc::new(LocalStore::open(dir.path().join("chunks")).expect("local store")),
+                _dir: dir,
+            },
+            Backend::Production => {
+                let database_url = postgres::TestPostgres::get().fresh_database().await;
+                let settings = s3_test_server::S3TestServer::get().fresh_bucket();
+                let store = S3Store::connect(settings).await.expect("S3 store");
+                Storage {
+                    database_url,
+                    store: Arc::new(store),
+                    _dir: dir,
+                }
+            }
+        }
+    }
+
+    /// A registry (one "replica") on this storage.
+    pub async fn registry(&self, settings: RegistrySettings) -> Arc<Registry> {
+        let db = niso_server::db::connect(&self.database_url, 16)
+            .await
+            .expect("connect");
+        niso_server::db::migrate(&db).await.expect("migrate");
+        Arc::new(Registry::new(
+            db,
+            self.store.clone(),
+            settings,
+            Arc::new(Metrics::new()),
+        ))
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub registry: Arc<Registry>,
+    pub storage: Arc<Storage>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        TestApp::with_settings(backend, test_settings()).await
+    }
+
+    pub async fn with_settings(backend: Backend, settings: RegistrySettings) -> TestApp {
+        let storage = Arc::new(Storage::new(backend).await);
+        TestApp::on_storage(storage, settings).await
+    }
+
+    /// Another server on the same storage (a second replica).
+    pub async fn on_storage(storage: Arc<Storage>, settings: RegistrySettings) -> TestApp {
+        let registry = storage.registry(settings).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+        let state = AppState {
+            registry: registry.clone(),
+        };
+        tokio::spawn(async move {
+            niso_server::http::serve(listener, state, async move {
+                let _ = receiver.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestApp {
+            base,
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(8)
+                .build()
+                .expect("client"),
+            registry,
+            storage,
+            shutdown: Some(sender),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, key, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+        self.send(reqwest::Method::DELETE, path, key, None).await
+    }
+
+    /// Registers `username` (password `password-of-USERNAME`) and returns its API key.
+    pub async fn register(&self, username: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/auth/register",
+                None,
+                serde_json::json!({
+                    "username": username,
+                    "email": format!("{username}@example.com"),
+                    "password": format!("password-of-{username}"),
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
+        body["api_key"].as_str().expect("api_key").to_owned()
+    }
+
+    /// An unlinked `admin:*` key, as `niso-server keys create` makes.
+    pub async fn admin_key(&self) -> String {
+        self.registry
+            .create_key_unchecked(None, "test-admin", "admin:*", None)
+            .await
+            .expect("admin key")
+            .plaintext
+    }
+
+    pub async fn upload(
+        &self,
+        key: &str,
+        name: &str,
+        version: &str,
+        arch: &str,
+        archive: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .put(self.url(&format!("/v1/packages/{name}/{version}/{arch}")))
+            .bearer_auth(key)
+            .header("content-type", "application/octet-stream")
+            .body(archive)
+            .send()
+            .await
+            .expect("upload request");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Uploads a small generated archive for `name@version`.
+    pub async fn publish(&self, key: &str, name: &str, version: &str, arch: &str) -> Value {
+        let archive = archives::niso(name, version, &[("bin/tool", b"#!/bin/sh\necho hi\n")]);
+        let (status, body) = self.upload(key, name, version, arch, archive).await;
+        assert_eq!(status, StatusCode::CREATED, "publish {name}@{version}: {body}");
+        body
+    }
+
+    pub async fn download(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let response = self.client.get(self.url(path)).send().await.expect("download");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body").to_vec();
+        (status, headers, body)
+    }
+}
+
+/// Asserts the registry's error shape: the status and a non-empty `error` message.
+#[track_caller]
+pub fn assert_error(actual: (StatusCode, Value), status: StatusCode) -> String {
+    let (actual_status, body) = actual;
+    assert_eq!(actual_status, status, "unexpected status; body: {body}");
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error body without an error message: {body}"));
+    assert!(!message.is_empty());
+    message.to_owned()
+}

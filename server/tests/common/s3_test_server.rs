@@ -1,0 +1,180 @@
+//! A real S3 protocol server for tests: s3s + s3s-fs served over HTTP on 127.0.0.1, SigV4
+//! enforced with static credentials, objects in a directory under cargo's target tmp dir.
+//!
+//! One server per test process ([`S3TestServer::get`]), on its own thread and tokio runtime,
+//! so it outlives the runtime of each `#[tokio::test]`; tests isolate themselves by taking a
+//! fresh bucket ([`S3TestServer::fresh_bucket`]).
+
+// Each test binary includes `common` but uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::error_handling::HandleError;
+use axum::http::StatusCode;
+use niso_server::storage::s3::S3Settings;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+/// Region the clients sign for; s3s accepts any, it only has to be consistent.
+pub const REGION: &str = "us-east-1";
+/// Prefix of the server's data directories under `CARGO_TARGET_TMPDIR`.
+const DIR_PREFIX: &str = "s3-test-server-";
+
+pub struct S3TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// Where s3s-fs keeps the buckets (one directory each).
+    root: PathBuf,
+}
+
+static SERVER: LazyLock<S3TestServer> = LazyLock::new(S3TestServer::start);
+static NEXT_BUCKET: AtomicU64 = AtomicU64::new(0);
+
+impl S3TestServer {
+    /// The process-wide server, started on first use (~40 ms).
+    pub fn get() -> &'static S3TestServer {
+        &SERVER
+    }
+
+    fn start() -> S3TestServer {
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        remove_dirs_of_dead_processes(tmp);
+        // Statics are never dropped, so a TempDir would never clean up: keep the directory
+        // explicitly, name it after our PID, and let the next run remove it once we are gone.
+        let root = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir_in(tmp)
+            .expect("create the S3 test server's directory")
+            .keep();
+
+        let access_key = format!("AKNISOTEST{}", hex::encode_upper(rand::random::<[u8; 5]>()));
+        let secret_key = hex::encode(rand::random::<[u8; 20]>());
+
+        let fs = s3s_fs::FileSystem::new(&root).expect("open the s3s-fs root");
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(
+            access_key.clone(),
+            secret_key.clone(),
+        ));
+        let service = builder.build();
+
+        // Bound before the thread starts, so the port is known and connections made before
+        // the server loop runs simply wait in the backlog: no readiness race.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the S3 test server");
+        listener
+            .set_nonblocking(true)
+            .expect("set the listener non-blocking");
+        let addr = listener.local_addr().expect("listener address");
+
+        std::thread::Builder::new()
+            .name("s3-test-server".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("s3-test-server")
+                    .enable_all()
+                    .build()
+                    .expect("build the S3 test server's runtime");
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("register the listener with tokio");
+                    // S3 errors are already S3 XML responses; only transport-level failures
+                    // reach this handler, and axum needs them turned into a response.
+                    let service = HandleError::new(service, |e: s3s::HttpError| async move {
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:?}"))
+                    });
+                    let app = axum::Router::new().fallback_service(service);
+                    axum::serve(listener, app)
+                        .await
+                        .expect("S3 test server failed");
+                });
+            })
+            .expect("spawn the S3 test server thread");
+
+        S3TestServer {
+            endpoint: format!("http://{addr}"),
+            access_key,
+            secret_key,
+            root,
+        }
+    }
+
+    /// Creates bucket `name` (s3s-fs keeps a bucket as a directory of its root).
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir(self.root.join(name))
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
+    }
+
+    /// A name no other test of this process uses, without creating the bucket.
+    pub fn unique_bucket_name(&self) -> String {
+        format!("niso-test-{}", NEXT_BUCKET.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Settings for a new, empty bucket of its own: the usual way a test gets an S3 store.
+    pub fn fresh_bucket(&self) -> S3Settings {
+        let bucket = self.unique_bucket_name();
+        self.create_bucket(&bucket);
+        self.settings(&bucket)
+    }
+
+    /// Settings reaching `bucket` on this server with its credentials (path-style, since the
+    /// endpoint is an IP address).
+    pub fn settings(&self, bucket: &str) -> S3Settings {
+        S3Settings {
+            bucket: bucket.to_owned(),
+            endpoint: Some(self.endpoint.clone()),
+            region: Some(REGION.to_owned()),
+            force_path_style: true,
+            credentials: Some((self.access_key.clone(), self.secret_key.clone())),
+        }
+    }
+
+    /// The process environment a child process (the niso-server binary in end-to-end tests)
+    /// needs to use `bucket` through the standard AWS credential chain.
+    pub fn env_for(&self, bucket: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("NISO_S3_BUCKET", bucket.to_owned()),
+            ("NISO_S3_ENDPOINT", self.endpoint.clone()),
+            ("NISO_S3_REGION", REGION.to_owned()),
+            ("NISO_S3_FORCE_PATH_STYLE", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+        ]
+    }
+
+    /// Where bucket `bucket`'s objects are on disk, for tests that inspect or damage them.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(bucket)
+    }
+}
+
+/// Removes data directories left by earlier test processes that have exited (statics never run
+/// destructors, so each process leaves its directory behind). Only on systems with `/proc`;
+/// elsewhere they stay under the target dir until `cargo clean`.
+fn remove_dirs_of_dead_processes(tmp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
