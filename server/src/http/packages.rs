@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -129,6 +129,10 @@ pub async fn dispatch(
     };
     let template = route.template();
     let method = request.method().clone();
+    let is_upload = matches!(
+        (&method, &route),
+        (&Method::PUT | &Method::POST, PackageRoute::Archive { .. })
+    );
     let result = match (&method, route) {
         (&Method::GET | &Method::HEAD, PackageRoute::Versions) => {
             versions(&state, &name, request).await
@@ -155,6 +159,13 @@ pub async fn dispatch(
         ))),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if is_upload && !response.status().is_success() {
+        // A rejected upload may leave its body unread, after which hyper closes the
+        // connection: say so, or a client reusing it from its pool sees its next request fail.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.extensions_mut().insert(RouteTemplate(template));
     response
 }
@@ -332,15 +343,22 @@ async fn download(
     if request.method() == Method::HEAD {
         return Ok((status, response_headers).into_response());
     }
-    if status == StatusCode::OK {
-        state.registry.record_download(package.id, version.id);
-    }
+    let (package_id, version_id) = (package.id, version.id);
     let download = state.registry.prepare_download(package, version).await?;
     let registry: Arc<_> = state.registry.clone();
-    let stream = download.stream(registry, byte_range).map_err(|error| {
-        tracing::error!(%error, "download failed mid-stream");
-        std::io::Error::other(error.public_message())
-    });
+    // The first piece is read before the status goes out: when the object store is down the
+    // client gets a 503 it can retry, not a 200 whose body breaks off.
+    let mut pieces = Box::pin(download.stream(registry, byte_range));
+    let first = pieces.next().await.transpose()?;
+    if status == StatusCode::OK {
+        state.registry.record_download(package_id, version_id);
+    }
+    let stream = futures::stream::iter(first.map(Ok))
+        .chain(pieces)
+        .map_err(|error| {
+            tracing::error!(%error, "download failed mid-stream");
+            std::io::Error::other(error.public_message())
+        });
     Ok((status, response_headers, Body::from_stream(stream)).into_response())
 }
 

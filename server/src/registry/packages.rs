@@ -1,7 +1,7 @@
 //! Packages and versions: listings, manifests, version resolution (exact, tag, `latest`) and
 //! deletion, plus the denormalised package summary kept current on every change.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -105,7 +105,16 @@ impl Registry {
             .limit(limit)
             .offset(offset);
         if let Some(query) = query.map(str::trim).filter(|q| !q.is_empty()) {
-            select = select.filter(package::Column::Name.contains(query.to_lowercase()));
+            // A substring match: LIKE's wildcards in the query are literal characters
+            // (package names contain `_`).
+            let escaped = query
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            select = select.filter(
+                package::Column::Name.like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+            );
         }
         Ok(select
             .all(&self.db)

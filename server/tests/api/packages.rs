@@ -152,7 +152,10 @@ pub async fn chunk_manifest(app: &TestApp, name: &str, version: &str, arch: &str
         assert_eq!(chunk["offset"].as_u64().expect("offset"), offset, "{chunk}");
         let hash = chunk["hash"].as_str().expect("hash");
         assert_eq!(hash.len(), 64, "{hash}");
-        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            hash.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         offset += chunk["size"].as_u64().expect("size");
     }
     assert_eq!(manifest["size"].as_u64(), Some(offset), "sizes add up");
@@ -238,7 +241,10 @@ async fn upload_with_put_and_post_then_download_byte_for_byte(backend: Backend) 
     let archive = archives::niso(
         name,
         "1.1.0",
-        &[("bin/my-app", b"#!/bin/sh\necho my-app\n"), ("README", b"hello")],
+        &[
+            ("bin/my-app", b"#!/bin/sh\necho my-app\n"),
+            ("README", b"hello"),
+        ],
     );
     let checksum = sha256_hex(&archive);
     let (status, body) = app.upload(&key, name, "1.1.0", ARCH, archive.clone()).await;
@@ -428,7 +434,12 @@ async fn latest_of_a_prerelease_only_package_is_the_highest_prerelease(backend: 
     let app = TestApp::start(backend).await;
     let key = app.register("alice").await;
     let name = "@alice/pre";
-    for version in ["1.0.0-alpha.10", "1.0.0-rc.1", "1.0.0-beta.11", "0.9.0-rc.2"] {
+    for version in [
+        "1.0.0-alpha.10",
+        "1.0.0-rc.1",
+        "1.0.0-beta.11",
+        "0.9.0-rc.2",
+    ] {
         app.publish(&key, name, version, ARCH).await;
     }
     let (status, headers, _) = app
@@ -498,7 +509,11 @@ async fn conditional_and_range_requests(backend: Backend) {
         (format!("bytes={}-", size - 5000), size - 5000, size - 1),
         ("bytes=-500".into(), size - 500, size - 1),
         (format!("bytes=-{}", size + 10), 0, size - 1),
-        (format!("bytes={}-{}", size - 10, size + 1000), size - 10, size - 1),
+        (
+            format!("bytes={}-{}", size - 10, size + 1000),
+            size - 10,
+            size - 1,
+        ),
     ];
     for (range, first, last) in cases {
         let (status, headers, bytes) = fetch(&app, &path, &[("range", &range)]).await;
@@ -564,7 +579,10 @@ async fn gzip_and_zstd_archives_are_accepted(backend: Backend) {
             .download(&format!("/v1/packages/{name}/{version}/{ARCH}"))
             .await;
         assert_eq!(status, StatusCode::OK);
-        assert!(bytes == archive, "{version}: stored as uploaded, compressed");
+        assert!(
+            bytes == archive,
+            "{version}: stored as uploaded, compressed"
+        );
         let (status, _, manifest) = app
             .download(&format!("/v1/packages/{name}/{version}/manifest"))
             .await;
@@ -645,11 +663,20 @@ async fn list_packages_filters_pages_and_summarises(backend: Backend) {
     let (status, list) = app.get("/v1/packages").await;
     assert_eq!(status, StatusCode::OK);
     let entries = list.as_array().expect("array");
-    let mut names: Vec<&str> = entries.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = entries
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     names.sort_unstable();
     assert_eq!(
         names,
-        ["@alice/my-app", "@alice/my_app", "@alice/other", "@bob/gone", "@bob/tool"]
+        [
+            "@alice/my-app",
+            "@alice/my_app",
+            "@alice/other",
+            "@bob/gone",
+            "@bob/tool"
+        ]
     );
     let entry = entries.iter().find(|p| p["name"] == name).unwrap();
     let keys: HashSet<&str> = entry
@@ -709,18 +736,30 @@ async fn list_packages_filters_pages_and_summarises(backend: Backend) {
         assert_eq!(status, StatusCode::OK);
         let page = page.as_array().unwrap().clone();
         assert!(page.len() <= 2, "{page:?}");
-        paged.extend(page.into_iter().map(|p| p["name"].as_str().unwrap().to_owned()));
+        paged.extend(
+            page.into_iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned()),
+        );
     }
     paged.sort();
     assert_eq!(
         paged,
-        ["@alice/my-app", "@alice/my_app", "@alice/other", "@bob/gone", "@bob/tool"]
+        [
+            "@alice/my-app",
+            "@alice/my_app",
+            "@alice/other",
+            "@bob/gone",
+            "@bob/tool"
+        ]
     );
     let (_, page) = app.get("/v1/packages?limit=1&offset=4").await;
     assert_eq!(page.as_array().map(Vec::len), Some(1));
     let (_, page) = app.get("/v1/packages?limit=1&offset=5").await;
     assert_eq!(page, json!([]));
-    assert_error(app.get("/v1/packages?limit=abc").await, StatusCode::BAD_REQUEST);
+    assert_error(
+        app.get("/v1/packages?limit=abc").await,
+        StatusCode::BAD_REQUEST,
+    );
 
     // Deleting the latest version moves the summary back.
     let (status, _) = app
@@ -738,7 +777,10 @@ async fn list_packages_filters_pages_and_summarises(backend: Backend) {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, list) = app.get("/v1/packages").await;
     assert!(
-        list.as_array().unwrap().iter().all(|p| p["name"] != "@bob/gone"),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "@bob/gone"),
         "{list}"
     );
     assert_eq!(list.as_array().unwrap().len(), 4);
@@ -747,7 +789,8 @@ async fn list_packages_filters_pages_and_summarises(backend: Backend) {
         StatusCode::NOT_FOUND,
     );
     assert_error(
-        app.get(&format!("/v1/packages/@bob/gone/latest/{ARCH}")).await,
+        app.get(&format!("/v1/packages/@bob/gone/latest/{ARCH}"))
+            .await,
         StatusCode::NOT_FOUND,
     );
     // It comes back with its next upload.
@@ -759,7 +802,10 @@ async fn list_packages_filters_pages_and_summarises(backend: Backend) {
 #[track_caller]
 fn assert_timestamp(text: &str) {
     let parsed = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S");
-    assert!(parsed.is_ok(), "not a 2026-04-10T12:00:00 timestamp: {text}");
+    assert!(
+        parsed.is_ok(),
+        "not a 2026-04-10T12:00:00 timestamp: {text}"
+    );
     let age = chrono::Utc::now().naive_utc() - parsed.unwrap();
     assert!(
         age.num_seconds().abs() < 600,
@@ -857,12 +903,15 @@ async fn manifest_of_the_first_upload_and_of_another_arch(backend: Backend) {
         assert_eq!(String::from_utf8(text).unwrap(), second);
     }
     assert_error(
-        app.get(&format!("/v1/packages/{name}/1.0.0/manifest?arch=riscv64-linux"))
-            .await,
+        app.get(&format!(
+            "/v1/packages/{name}/1.0.0/manifest?arch=riscv64-linux"
+        ))
+        .await,
         StatusCode::NOT_FOUND,
     );
     assert_error(
-        app.get(&format!("/v1/packages/{name}/1.0.1/manifest")).await,
+        app.get(&format!("/v1/packages/{name}/1.0.1/manifest"))
+            .await,
         StatusCode::NOT_FOUND,
     );
     assert_error(
@@ -979,17 +1028,21 @@ async fn existing_version_and_arch_is_a_conflict(backend: Backend) {
     let key = app.register("alice").await;
     let name = "@alice/app";
     let original = archives::niso(name, "1.0.0", &[("v", b"original")]);
-    let (status, _) = app.upload(&key, name, "1.0.0", ARCH, original.clone()).await;
+    let (status, _) = app
+        .upload(&key, name, "1.0.0", ARCH, original.clone())
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 
     // Same bytes and different bytes, through PUT and POST.
     let different = archives::niso(name, "1.0.0", &[("v", b"different")]);
     assert_error(
-        app.upload(&key, name, "1.0.0", ARCH, original.clone()).await,
+        app.upload(&key, name, "1.0.0", ARCH, original.clone())
+            .await,
         StatusCode::CONFLICT,
     );
     assert_error(
-        app.upload(&key, name, "1.0.0", ARCH, different.clone()).await,
+        app.upload(&key, name, "1.0.0", ARCH, different.clone())
+            .await,
         StatusCode::CONFLICT,
     );
     assert_error(
@@ -1006,7 +1059,10 @@ async fn existing_version_and_arch_is_a_conflict(backend: Backend) {
     let (_, _, bytes) = app
         .download(&format!("/v1/packages/{name}/1.0.0/{ARCH}"))
         .await;
-    assert!(bytes == original, "a conflicting upload changed the version");
+    assert!(
+        bytes == original,
+        "a conflicting upload changed the version"
+    );
 
     // Another arch of the same version is a new version+arch.
     let (status, _) = app
@@ -1120,7 +1176,8 @@ async fn uploads_need_a_valid_key_with_scope_and_membership(backend: Backend) {
     // A key scoped to another package.
     let (_, other_only) = create_key(&app, &alice, "push:@alice/other").await;
     assert_error(
-        app.upload(&other_only, name, "1.0.0", ARCH, archive()).await,
+        app.upload(&other_only, name, "1.0.0", ARCH, archive())
+            .await,
         StatusCode::FORBIDDEN,
     );
     let (status, _) = app
@@ -1132,7 +1189,11 @@ async fn uploads_need_a_valid_key_with_scope_and_membership(backend: Backend) {
             archives::niso("@alice/other", "1.0.0", &[]),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "the scoped key works where it may");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the scoped key works where it may"
+    );
     // A pull-only key.
     let (_, pull_only) = create_key(&app, &alice, "pull:*").await;
     assert_error(
@@ -1229,7 +1290,10 @@ async fn deletes_need_admin_or_owner_membership(backend: Backend) {
     }
     let path = |version: &str| format!("/v1/packages/{name}/{version}/{ARCH}");
 
-    assert_error(app.delete(&path("1.0.0"), None).await, StatusCode::UNAUTHORIZED);
+    assert_error(
+        app.delete(&path("1.0.0"), None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     // A plain member may push but not delete.
     assert_error(
         app.delete(&path("1.0.0"), Some(&bob)).await,
@@ -1350,13 +1414,10 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
             "an archive cut inside a header",
             whole[..2 * 512 + 100].to_vec(),
         ),
-        (
-            "a gzip archive cut short",
-            {
-                let gz = archives::gzip(&whole);
-                gz[..gz.len() / 2].to_vec()
-            },
-        ),
+        ("a gzip archive cut short", {
+            let gz = archives::gzip(&whole);
+            gz[..gz.len() / 2].to_vec()
+        }),
         ("no manifest.toml", tar_of(&[("bin/tool", b"tool")])),
         (
             "manifest.toml not at the root",
@@ -1402,10 +1463,7 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
         ),
         (
             "a manifest with another arch",
-            archives::tar_with_manifest(
-                &format!("{good_manifest}arch = \"aarch64-linux\"\n"),
-                &[],
-            ),
+            archives::tar_with_manifest(&format!("{good_manifest}arch = \"aarch64-linux\"\n"), &[]),
         ),
         (
             "an absolute path",
@@ -1477,7 +1535,8 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
         );
         assert_eq!(version_pairs(&app, name).await, before, "{what}");
         assert_error(
-            app.get(&format!("/v1/packages/{name}/{version}/{ARCH}")).await,
+            app.get(&format!("/v1/packages/{name}/{version}/{ARCH}"))
+                .await,
             StatusCode::NOT_FOUND,
         );
     }
@@ -1566,19 +1625,37 @@ async fn bad_version_or_arch_in_the_url_is_400(backend: Backend) {
     }
     // `manifest` is a reserved word too: never stored as an arch.
     let (status, _) = app
-        .upload(&key, name, "1.0.0", "manifest", archives::niso(name, "1.0.0", &[]))
+        .upload(
+            &key,
+            name,
+            "1.0.0",
+            "manifest",
+            archives::niso(name, "1.0.0", &[]),
+        )
         .await;
     assert!(status.is_client_error(), "{status}");
     let long_arch = "a".repeat(65);
     assert_error(
-        app.upload(&key, name, "1.0.0", &long_arch, archives::niso(name, "1.0.0", &[]))
-            .await,
+        app.upload(
+            &key,
+            name,
+            "1.0.0",
+            &long_arch,
+            archives::niso(name, "1.0.0", &[]),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     );
     // An invalid package name.
     assert_error(
-        app.upload(&key, "@alice/App", "1.0.0", ARCH, archives::niso("@alice/App", "1.0.0", &[]))
-            .await,
+        app.upload(
+            &key,
+            "@alice/App",
+            "1.0.0",
+            ARCH,
+            archives::niso("@alice/App", "1.0.0", &[]),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     );
     // Reads validate the same way.
@@ -1602,10 +1679,25 @@ async fn uploads_over_the_size_limit_are_413(backend: Backend) {
 
     // With a Content-Length over the limit.
     let large = random_archive(name, "2.0.0", 96 * 1024, 2);
-    assert_error(
-        app.upload(&key, name, "2.0.0", ARCH, large.clone()).await,
-        StatusCode::PAYLOAD_TOO_LARGE,
+    let response = app
+        .client
+        .put(app.url(&format!("/v1/packages/{name}/2.0.0/{ARCH}")))
+        .bearer_auth(&key)
+        .body(large.clone())
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The body was not read: the connection must not be reused.
+    assert_eq!(
+        header_text(response.headers(), "connection"),
+        "close",
+        "{:?}",
+        response.headers()
     );
+    let body: Value = response.json().await.expect("JSON error");
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
+
     // Streamed without a Content-Length.
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
         large.chunks(8 * 1024).map(|p| Ok(p.to_vec())).collect();
@@ -1618,6 +1710,13 @@ async fn uploads_over_the_size_limit_are_413(backend: Backend) {
         .await
         .expect("streamed upload");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The body was not read: the connection must not be reused.
+    assert_eq!(
+        header_text(response.headers(), "connection"),
+        "close",
+        "{:?}",
+        response.headers()
+    );
     let body: Value = response.json().await.expect("JSON error");
     assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()));
 
@@ -1738,7 +1837,11 @@ async fn dedup_shares_chunks_between_similar_versions(backend: Backend) {
     );
 
     // Concatenating the chunks reproduces each archive exactly.
-    for ((manifest, archive), version) in manifests.iter().zip([&first, &second]).zip(["1.0.0", "1.0.1"]) {
+    for ((manifest, archive), version) in manifests
+        .iter()
+        .zip([&first, &second])
+        .zip(["1.0.0", "1.0.1"])
+    {
         let mut rebuilt = Vec::with_capacity(archive.len());
         for chunk in manifest["chunks"].as_array().unwrap() {
             let hash = chunk["hash"].as_str().unwrap();
@@ -1752,7 +1855,10 @@ async fn dedup_shares_chunks_between_similar_versions(backend: Backend) {
             assert_eq!(bytes.len() as u64, chunk["size"].as_u64().unwrap());
             rebuilt.extend_from_slice(&bytes);
         }
-        assert!(rebuilt == *archive, "the chunks of {version} do not rebuild it");
+        assert!(
+            rebuilt == *archive,
+            "the chunks of {version} do not rebuild it"
+        );
         assert_eq!(manifest["checksum"], sha256_hex(&rebuilt));
         assert_eq!(manifest["size"], archive.len());
     }
