@@ -105,9 +105,11 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         })?
         .to_str()
         .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+    // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer` and `BEARER` alike.
     let key = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key)
         .ok_or_else(|| {
             Error::Unauthorized("malformed Authorization header: expected Bearer niso_…".into())
         })?;

@@ -116,10 +116,19 @@ impl Registry {
         client: Option<IpAddr>,
     ) -> Result<CreatedKey> {
         self.check_login_allowed(username, client).await?;
-        let user = user::Entity::find()
-            .filter(user::Column::Username.eq(username))
-            .one(&self.db)
-            .await?;
+        // Counted before the password is checked, so a burst of concurrent guesses cannot
+        // get past the limit (see rate_limit.rs).
+        self.count_login_attempt(username, client).await?;
+        // A malformed name has no account; it is not looked up (it may be huge, or hold
+        // characters the database refuses), but it costs the same verification.
+        let user = if validate_username(username).is_ok() {
+            user::Entity::find()
+                .filter(user::Column::Username.eq(username))
+                .one(&self.db)
+                .await?
+        } else {
+            None
+        };
         let password = password.to_owned();
         let verified = match &user {
             Some(user) => {
@@ -132,10 +141,10 @@ impl Registry {
             }
         };
         let Some(user) = user.filter(|_| verified) else {
-            self.record_login_failure(username, client).await?;
+            // The attempt was counted as it began.
             return Err(Error::Unauthorized(BAD_CREDENTIALS.into()));
         };
-        self.clear_login_failures(username).await?;
+        self.login_succeeded(username, client).await?;
         self.insert_key(
             &self.db,
             Some(user.id),

@@ -675,8 +675,8 @@ async fn delete_needs_admin_or_owner(backend: Backend) {
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_eq!(versions(&app, "@corp/svc").await, ["1.2.0"]);
 
-    // Promoted... not possible through the API (409 on an existing member), so remove and
-    // re-add as admin: then the same key may delete.
+    // Roles are not changed in place (adding an existing member is a 409): remove and re-add
+    // as admin, and the same key may then delete.
     let (status, _) = remove_member(&app, &owner, "@corp", "abe").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     added_member(&app, &owner, "@corp", "abe", "admin").await;
@@ -723,17 +723,15 @@ async fn managed_namespaces_refuse_member_changes(backend: Backend) {
         ])
     );
     // Membership still grants what it grants.
-    let (_, hal) = {
-        let (status, body) = app
-            .post(
-                "/v1/auth/login",
-                None,
-                json!({ "username": "hal", "password": "password-of-hal" }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        ((), body["api_key"].as_str().expect("key").to_owned())
-    };
+    let (status, body) = app
+        .post(
+            "/v1/auth/login",
+            None,
+            json!({ "username": "hal", "password": "password-of-hal" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hal = body["api_key"].as_str().expect("key").to_owned();
     app.publish(&hal, "@fleet/app", "0.1.0", ARCH).await;
 }
 
