@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod names;
 pub mod registry;
 pub mod storage;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -1,28 +1,22 @@
-//! The `niso-server` binary: parses the command line, sets up logging and hands over to `cli`.
+//! The `niso-server` binary: parses the command line, sets up logging and tracing
+//! (`telemetry`) and hands over to `cli`.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // Two rustls crypto providers are compiled in (aws-smithy and sqlx); pick one explicitly.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = EnvFilter::try_from_env("NISO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("NISO_LOG_FORMAT").map_or(true, |format| format != "text");
-    // Logs go to stderr so subcommands' JSON output on stdout stays machine-readable.
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    match niso_server::cli::run(niso_server::cli::Cli::parse()).await {
+    let telemetry = match niso_server::telemetry::Telemetry::init("niso-server") {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("niso-server: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = niso_server::cli::run(niso_server::cli::Cli::parse()).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("niso-server: {error:#}");

@@ -2,9 +2,13 @@
 //! (`NISO_METRICS_LISTEN`). Names follow Prometheus conventions: `niso_` prefix, `_total`
 //! counters, `_seconds` and `_bytes` units.
 
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,6 +23,7 @@ pub struct Metrics {
     pub chunks_stored: IntCounter,
     pub chunk_bytes_stored: IntCounter,
     pub chunk_store_seconds: HistogramVec,
+    pub db_query_seconds: HistogramVec,
     pub gc_runs: IntCounter,
     pub gc_chunks_deleted: IntCounter,
     pub gc_bytes_reclaimed: IntCounter,
@@ -68,11 +73,21 @@ impl Metrics {
             &["operation"],
         )
         .expect("valid metric");
+        let db_query_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "niso_db_query_duration_seconds",
+                "Database statement latency by statement kind and outcome",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation", "outcome"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_request_seconds.clone()),
             Box::new(http_in_flight.clone()),
             Box::new(chunk_store_seconds.clone()),
+            Box::new(db_query_seconds.clone()),
         ] {
             registry
                 .register(collector)
@@ -124,6 +139,7 @@ impl Metrics {
             http_request_seconds,
             http_in_flight,
             chunk_store_seconds,
+            db_query_seconds,
             registry,
         }
     }
@@ -139,8 +155,95 @@ impl Metrics {
     }
 }
 
+/// Times every statement `db` runs into `niso_db_query_duration_seconds` (sea-orm's metric
+/// callback; transactions opened on `db` inherit it), and reports its connection pool as
+/// `niso_db_pool_connections{state="idle"|"in_use"}` at each scrape.
+pub fn observe_database(db: &mut sea_orm::DatabaseConnection, metrics: &Arc<Metrics>) {
+    let histogram = metrics.db_query_seconds.clone();
+    db.set_metric_callback(move |info| {
+        let outcome = if info.failed { "error" } else { "ok" };
+        histogram
+            .with_label_values(&[statement_kind(&info.statement.sql), outcome])
+            .observe(info.elapsed.as_secs_f64());
+    });
+    let connections = IntGaugeVec::new(
+        Opts::new(
+            "niso_db_pool_connections",
+            "Database pool connections by state",
+        ),
+        &["state"],
+    )
+    .expect("valid metric");
+    // A second registry on the same metrics (one process, one pool in practice) keeps the
+    // first one's collector.
+    let _ = metrics.registry.register(Box::new(DbPoolCollector {
+        db: db.clone(),
+        connections,
+    }));
+}
+
+struct DbPoolCollector {
+    db: sea_orm::DatabaseConnection,
+    connections: IntGaugeVec,
+}
+
+impl Collector for DbPoolCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.connections.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (size, idle) = match self.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size() as i64, pool.num_idle() as i64)
+            }
+            sea_orm::DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size() as i64, pool.num_idle() as i64)
+            }
+            _ => return Vec::new(),
+        };
+        self.connections.with_label_values(&["idle"]).set(idle);
+        self.connections
+            .with_label_values(&["in_use"])
+            .set((size - idle).max(0));
+        self.connections.collect()
+    }
+}
+
+/// The statement's leading keyword, from a fixed set (label values must stay few).
+fn statement_kind(sql: &str) -> &'static str {
+    let keyword = sql
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default();
+    const KINDS: [&str; 8] = [
+        "select", "insert", "update", "delete", "with", "begin", "commit", "rollback",
+    ];
+    KINDS
+        .into_iter()
+        .find(|kind| keyword.eq_ignore_ascii_case(kind))
+        .unwrap_or("other")
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_kind;
+
+    #[test]
+    fn statement_kinds_are_a_fixed_set() {
+        assert_eq!(statement_kind("SELECT 1"), "select");
+        assert_eq!(statement_kind("  insert INTO x"), "insert");
+        assert_eq!(statement_kind("(SELECT 1) UNION (SELECT 2)"), "select");
+        assert_eq!(statement_kind("SAVEPOINT a"), "other");
+        assert_eq!(statement_kind(""), "other");
     }
 }

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::http::Method;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::error::Error;
 use crate::registry::Registry;
@@ -85,7 +87,9 @@ async fn method_not_allowed() -> Response {
     response
 }
 
-/// Counts and times every request by route template and status, and logs it.
+/// Counts and times every request by route template and status, logs it, and traces it: one
+/// server span per request, a child of the caller's trace when a W3C `traceparent` header
+/// comes in, carrying the route template, the status and the package name.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
@@ -93,9 +97,49 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
+    // The package endpoints share one axum route; their template comes from the path (the
+    // dispatcher parses it the same way and marks the response with it).
+    let package = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/packages/")
+        .and_then(|raw| package_path::parse_package_path(raw).ok().flatten());
+    let span_route = package
+        .as_ref()
+        .map(|(_, route)| route.template().to_owned())
+        .or_else(|| matched.clone())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let span_name = format!("{method} {span_route}");
+    let package_name = package.as_ref().map(|(name, _)| name.to_string());
+    let span = tracing::info_span!(
+        "request",
+        otel.name = span_name.as_str(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = span_route.as_str(),
+        http.response.status_code = tracing::field::Empty,
+        url.path = request.uri().path(),
+        niso.package = package_name.as_deref(),
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+    });
+    // Fails only when no OpenTelemetry layer is installed, and then there is nothing to join.
+    let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
     let metrics = state.registry.metrics().clone();
     metrics.http_in_flight.inc();
-    let response = next.run(request).await;
+    let sends_body = matches!(method, Method::PUT | Method::POST | Method::PATCH);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if sends_body && !response.status().is_success() {
+        // A rejected request may leave its body unread (auth and size checks come first), after
+        // which hyper closes the connection: say so, or a client reusing it from its pool sees
+        // its next request fail.
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     metrics.http_in_flight.dec();
     let route = response
         .extensions()
@@ -113,13 +157,19 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .http_request_seconds
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        method = %method,
-        route = %route,
-        status = response.status().as_u16(),
-        elapsed_ms = elapsed.as_millis() as u64,
-        "request"
-    );
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            route = %route,
+            status = response.status().as_u16(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "request"
+        )
+    });
     response
 }
 

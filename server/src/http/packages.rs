@@ -129,10 +129,6 @@ pub async fn dispatch(
     };
     let template = route.template();
     let method = request.method().clone();
-    let is_upload = matches!(
-        (&method, &route),
-        (&Method::PUT | &Method::POST, PackageRoute::Archive { .. })
-    );
     let result = match (&method, route) {
         (&Method::GET | &Method::HEAD, PackageRoute::Versions) => {
             versions(&state, &name, request).await
@@ -159,13 +155,6 @@ pub async fn dispatch(
         ))),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
-    if is_upload && !response.status().is_success() {
-        // A rejected upload may leave its body unread, after which hyper closes the
-        // connection: say so, or a client reusing it from its pool sees its next request fail.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     response.extensions_mut().insert(RouteTemplate(template));
     response
 }

@@ -9,6 +9,7 @@ pub mod download;
 pub mod download_counter;
 pub mod gc;
 pub mod keys;
+pub mod managed;
 pub mod namespaces;
 pub mod packages;
 pub mod permissions;
@@ -69,6 +70,8 @@ impl Registry {
         settings: RegistrySettings,
         metrics: Arc<Metrics>,
     ) -> Registry {
+        let mut db = db;
+        crate::metrics::observe_database(&mut db, &metrics);
         Registry {
             db,
             store,
