@@ -1,0 +1,591 @@
+//! The `ApiKey` controller: a registry key (user-linked when `spec.user` is set) whose value
+//! lives in a Secret owned by the resource (`api-key`, `registry-url`). A key's value cannot be
+//! read back, so a changed scope, user or expiry, a key revoked in the registry or a lost
+//! Secret rotates it: a new key is created, written, recorded in status, and only then are the
+//! old one (and any orphan of a crash mid-rotation) revoked. Deletion revokes (finalizer).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+
+use niso_server::auth::scope::ScopeSet;
+use niso_server::names::validate_username;
+use niso_server::registry::keys::CreatedKey;
+
+use crate::conditions::{self, RECONCILED};
+use crate::context::{Context, FINALIZER, MANAGER};
+use crate::crd::{ApiKey, ApiKeyStatus};
+use crate::error::{Error, Result};
+
+/// The `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "apikey";
+/// Secret data key holding the key.
+pub const SECRET_KEY: &str = "api-key";
+/// Secret data key holding the registry's URL.
+pub const SECRET_URL: &str = "registry-url";
+/// Label put on the Secrets the operator writes (the controller watches those).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
+
+/// One reconcile: the finalizer first, then converge (or revoke when deleting).
+pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let namespace = key
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("an ApiKey is namespaced".into()))?;
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, key.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(key) => apply(&key, &ctx).await,
+            FinalizerEvent::Cleanup(key) => cleanup(&key, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    ctx.metrics.reconciled(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    match &result {
+        Ok(_) => ctx.succeeded(&backoff_key(&key)),
+        Err(error) => tracing::warn!(
+            namespace = %namespace,
+            name = %key.name_any(),
+            reason = error.reason(),
+            %error,
+            "ApiKey not reconciled"
+        ),
+    }
+    result
+}
+
+/// Retries with exponential backoff per object.
+pub fn error_policy(key: Arc<ApiKey>, _error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.backoff(&backoff_key(&key))
+}
+
+fn backoff_key(key: &ApiKey) -> String {
+    format!(
+        "ApiKey/{}/{}",
+        key.namespace().unwrap_or_default(),
+        key.name_any()
+    )
+}
+
+/// The registry name of the keys made for this resource: readable, and unique thanks to the
+/// uid (so a crash mid-rotation leaves no key that cannot be found again).
+pub fn key_name(key: &ApiKey) -> String {
+    let mut readable = format!(
+        "k8s:{}/{}",
+        key.namespace().unwrap_or_default(),
+        key.name_any()
+    );
+    // Kubernetes names are ASCII; keep the whole name within the registry's 128 characters.
+    readable.truncate(80);
+    format!("{readable}#{}", key.uid().unwrap_or_default())
+}
+
+/// The Secret of a resource: `spec.secretName`, else metadata.name.
+pub fn secret_name(key: &ApiKey) -> String {
+    key.spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| key.name_any())
+}
+
+/// What the live key should look like.
+struct Desired {
+    scope: String,
+    user: Option<String>,
+    expires_at: Option<Time>,
+    expiry: Option<chrono::NaiveDateTime>,
+    secret_name: String,
+}
+
+fn desired(key: &ApiKey) -> Result<Desired> {
+    let scope: ScopeSet =
+        key.spec
+            .scope
+            .parse()
+            .map_err(|error: niso_server::auth::scope::ScopeError| {
+                Error::InvalidScope(error.to_string())
+            })?;
+    if let Some(user) = &key.spec.user {
+        validate_username(user).map_err(|error| Error::InvalidSpec(format!("user: {error}")))?;
+    }
+    let expiry = match &key.spec.expires_at {
+        Some(time) => Some(
+            chrono::DateTime::from_timestamp(time.0.as_second(), 0)
+                .ok_or_else(|| Error::InvalidSpec("expiresAt is out of range".into()))?
+                .naive_utc(),
+        ),
+        None => None,
+    };
+    Ok(Desired {
+        scope: scope.to_string(),
+        user: key.spec.user.clone(),
+        expires_at: key.spec.expires_at.clone(),
+        expiry,
+        secret_name: secret_name(key),
+    })
+}
+
+/// What a successful reconcile leaves behind.
+struct Outcome {
+    status: ApiKeyStatus,
+    /// A key made by this reconcile, and why.
+    created: Option<(CreatedKey, String)>,
+    /// A Secret of ours the key no longer lives in.
+    stale_secret: Option<String>,
+    /// When to look again.
+    requeue: Duration,
+}
+
+async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
+    let previous = key.status.clone().unwrap_or_default();
+    match converge(key, ctx, &previous).await {
+        Ok(outcome) => {
+            write_status(key, ctx, &previous, &outcome.status).await?;
+            let reference = key.object_ref(&());
+            if let Some((created, why)) = &outcome.created {
+                // Recorded: now the old key (and any orphan of an interrupted rotation) goes.
+                let revoked = ctx
+                    .registry
+                    .revoke_keys_named(&key_name(key), Some(created.id))
+                    .await?;
+                let (reason, action) = if revoked > 0 || previous.key_id.is_some() {
+                    ("KeyRotated", "Rotate")
+                } else {
+                    ("KeyCreated", "Create")
+                };
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    reason,
+                    action,
+                    format!(
+                        "key {}… ({why}) written to Secret {}",
+                        created.prefix,
+                        outcome.status.secret_name.clone().unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+            if let Some(stale) = &outcome.stale_secret {
+                delete_owned_secret(key, ctx, stale).await?;
+            }
+            if let Some(ready) = conditions::find_ready(&outcome.status.conditions)
+                && ready.status == "False"
+                && conditions::find_ready(&previous.conditions)
+                    .is_none_or(|before| before.reason != ready.reason)
+            {
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    &ready.reason,
+                    "Reconcile",
+                    ready.message.clone(),
+                )
+                .await;
+            }
+            Ok(Action::requeue(outcome.requeue))
+        }
+        Err(error @ Error::Kube(_)) => Err(error),
+        Err(error) => {
+            let status = ApiKeyStatus {
+                conditions: vec![conditions::ready(
+                    false,
+                    error.reason(),
+                    error.public_message(),
+                    key.metadata.generation,
+                    &previous.conditions,
+                )],
+                observed_generation: key.metadata.generation,
+                ..previous.clone()
+            };
+            if write_status(key, ctx, &previous, &status).await? {
+                ctx.event(
+                    &key.object_ref(&()),
+                    EventType::Warning,
+                    error.reason(),
+                    "Reconcile",
+                    error.public_message(),
+                )
+                .await;
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Result<Outcome> {
+    let desired = desired(key)?;
+    let registry = &ctx.registry;
+    let namespace = key.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let now = chrono::Utc::now().naive_utc();
+    let expired = desired.expiry.is_some_and(|at| at <= now);
+
+    // Why the live key (if any) cannot stay.
+    let mut rotate: Option<&str> = None;
+    match previous.key_id {
+        None => rotate = Some("new"),
+        Some(id) => match registry.managed_key(id).await? {
+            None => rotate = Some("the key is gone from the registry"),
+            Some(live) if live.revoked => rotate = Some("the key was revoked in the registry"),
+            Some(_) => {}
+        },
+    }
+    if rotate.is_none() {
+        if previous.scope.as_deref() != Some(desired.scope.as_str()) {
+            rotate = Some("scope changed");
+        } else if previous.user != desired.user {
+            rotate = Some("user changed");
+        } else if previous.expires_at != desired.expires_at {
+            rotate = Some("expiry changed");
+        } else if previous.secret_name.as_deref() != Some(desired.secret_name.as_str()) {
+            rotate = Some("secretName changed");
+        }
+    }
+
+    let secret = secrets.get_opt(&desired.secret_name).await?;
+    if let Some(secret) = &secret
+        && !owned_by(secret, key)
+    {
+        return Err(Error::InvalidSpec(format!(
+            "Secret {} exists and is not owned by this ApiKey; choose another secretName",
+            desired.secret_name
+        )));
+    }
+    let held = secret
+        .as_ref()
+        .and_then(|secret| secret_value(secret, SECRET_KEY));
+    if rotate.is_none() {
+        let prefix = previous.prefix.as_deref().unwrap_or("\u{0}");
+        match &held {
+            None => rotate = Some("the Secret was deleted"),
+            Some(value) if !value.starts_with(prefix) => {
+                rotate = Some("the Secret does not hold the key")
+            }
+            Some(_) => {}
+        }
+    }
+    let stale_secret = previous
+        .secret_name
+        .clone()
+        .filter(|old| *old != desired.secret_name);
+
+    let requeue = match desired.expiry {
+        Some(at) if !expired => ctx.settings.resync.min(
+            (at - now)
+                .to_std()
+                .unwrap_or_default()
+                .saturating_add(Duration::from_secs(1)),
+        ),
+        _ => ctx.settings.resync,
+    };
+
+    let Some(why) = rotate else {
+        // The key is live and in place; keep the Secret's URL current.
+        let value = held.expect("a key in place is held by the Secret");
+        if secret
+            .as_ref()
+            .and_then(|s| secret_value(s, SECRET_URL))
+            .as_deref()
+            != Some(ctx.settings.registry_url.as_str())
+        {
+            write_secret(key, ctx, &desired.secret_name, &value).await?;
+        }
+        let ready = if expired {
+            conditions::ready(
+                false,
+                "Expired",
+                format!("the key expired at {}", format_time(&desired.expires_at)),
+                key.metadata.generation,
+                &previous.conditions,
+            )
+        } else {
+            ready_condition(key, previous, &desired.secret_name)
+        };
+        return Ok(Outcome {
+            status: ApiKeyStatus {
+                conditions: vec![ready],
+                observed_generation: key.metadata.generation,
+                ..previous.clone()
+            },
+            created: None,
+            stale_secret: None,
+            requeue,
+        });
+    };
+
+    if expired {
+        // A key that would be born expired is not made, and the one that was live goes: the
+        // resource asks for no working key after expiresAt.
+        registry.revoke_keys_named(&key_name(key), None).await?;
+        return Ok(Outcome {
+            status: ApiKeyStatus {
+                key_id: None,
+                prefix: None,
+                scope: Some(desired.scope.clone()),
+                user: desired.user.clone(),
+                expires_at: desired.expires_at.clone(),
+                conditions: vec![conditions::ready(
+                    false,
+                    "Expired",
+                    format!(
+                        "expiresAt {} has passed; no key is issued",
+                        format_time(&desired.expires_at)
+                    ),
+                    key.metadata.generation,
+                    &previous.conditions,
+                )],
+                observed_generation: key.metadata.generation,
+                ..previous.clone()
+            },
+            created: None,
+            stale_secret: None,
+            requeue,
+        });
+    }
+
+    let created = match registry
+        .create_key_unchecked(
+            desired.user.as_deref(),
+            &key_name(key),
+            &desired.scope,
+            desired.expiry,
+        )
+        .await
+    {
+        Ok(created) => created,
+        Err(niso_server::Error::NotFound(message)) => {
+            return Err(Error::UserNotFound(format!(
+                "{message}; retrying until the user is registered"
+            )));
+        }
+        Err(niso_server::Error::BadRequest(message)) => return Err(Error::InvalidScope(message)),
+        Err(error) => return Err(error.into()),
+    };
+    if let Err(error) = write_secret(key, ctx, &desired.secret_name, &created.plaintext).await {
+        // Nobody will ever see this key: take it back before reporting the failure.
+        if let Err(revoke_error) = registry.revoke_key(created.id).await {
+            tracing::warn!(error = %revoke_error, key_id = created.id, "cannot revoke unused key");
+        }
+        return Err(error);
+    }
+    let status = ApiKeyStatus {
+        key_id: Some(created.id),
+        prefix: Some(created.prefix.clone()),
+        scope: Some(desired.scope.clone()),
+        user: desired.user.clone(),
+        expires_at: desired.expires_at.clone(),
+        secret_name: Some(desired.secret_name.clone()),
+        conditions: vec![],
+        observed_generation: key.metadata.generation,
+    };
+    let status = ApiKeyStatus {
+        conditions: vec![ready_condition(key, &status, &desired.secret_name)],
+        ..status
+    };
+    Ok(Outcome {
+        status,
+        created: Some((created, why.to_owned())),
+        stale_secret,
+        requeue,
+    })
+}
+
+fn ready_condition(
+    key: &ApiKey,
+    status: &ApiKeyStatus,
+    secret_name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let previous = key
+        .status
+        .as_ref()
+        .map(|status| status.conditions.as_slice())
+        .unwrap_or_default();
+    conditions::ready(
+        true,
+        RECONCILED,
+        format!(
+            "key {}… is in Secret {secret_name}",
+            status.prefix.as_deref().unwrap_or_default()
+        ),
+        key.metadata.generation,
+        previous,
+    )
+}
+
+fn format_time(time: &Option<Time>) -> String {
+    time.as_ref()
+        .map(|time| time.0.to_string())
+        .unwrap_or_default()
+}
+
+fn owned_by(secret: &Secret, key: &ApiKey) -> bool {
+    let uid = key.uid();
+    secret
+        .owner_references()
+        .iter()
+        .any(|owner| Some(&owner.uid) == uid.as_ref() && owner.kind == ApiKey::kind(&()))
+}
+
+fn secret_value(secret: &Secret, field: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()?
+        .get(field)
+        .and_then(|value| String::from_utf8(value.0.clone()).ok())
+}
+
+/// Creates or replaces the Secret (server-side apply), owned by the ApiKey.
+async fn write_secret(key: &ApiKey, ctx: &Context, name: &str, value: &str) -> Result<()> {
+    let namespace = key.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owner = key
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("the ApiKey has no uid yet".into()))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_owned(),
+                MANAGED_BY.1.to_owned(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([
+            (SECRET_KEY.to_owned(), ByteString(value.as_bytes().to_vec())),
+            (
+                SECRET_URL.to_owned(),
+                ByteString(ctx.settings.registry_url.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Secret::default()
+    };
+    let mut body = serde_json::to_value(&secret)
+        .map_err(|error| Error::InvalidSpec(format!("cannot serialise the Secret: {error}")))?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    secrets
+        .patch(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    Ok(())
+}
+
+async fn delete_owned_secret(key: &ApiKey, ctx: &Context, name: &str) -> Result<()> {
+    let namespace = key.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Some(secret) = secrets.get_opt(name).await?
+        && owned_by(&secret, key)
+    {
+        match secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Writes the status if it says something new; returns whether it wrote.
+async fn write_status(
+    key: &ApiKey,
+    ctx: &Context,
+    previous: &ApiKeyStatus,
+    status: &ApiKeyStatus,
+) -> Result<bool> {
+    let unchanged = key.status.is_some()
+        && conditions::same(&previous.conditions, &status.conditions)
+        && ApiKeyStatus {
+            conditions: vec![],
+            ..previous.clone()
+        } == ApiKeyStatus {
+            conditions: vec![],
+            ..status.clone()
+        };
+    if unchanged {
+        return Ok(false);
+    }
+    let namespace = key.namespace().unwrap_or_default();
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": ApiKey::api_version(&()),
+        "kind": ApiKey::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &key.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn cleanup(key: &ApiKey, ctx: &Context) -> Result<Action> {
+    let registry = &ctx.registry;
+    let mut revoked = registry.revoke_keys_named(&key_name(key), None).await?;
+    if let Some(id) = key.status.as_ref().and_then(|status| status.key_id)
+        && let Some(live) = registry.managed_key(id).await?
+        && !live.revoked
+    {
+        registry.revoke_key(id).await?;
+        revoked += 1;
+    }
+    if revoked > 0 {
+        ctx.event(
+            &key.object_ref(&()),
+            EventType::Normal,
+            "KeyRevoked",
+            "Revoke",
+            format!("revoked the registry key of {}", key.name_any()),
+        )
+        .await;
+    }
+    // The Secret goes with the ApiKey (owner reference).
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ApiKeySpec;
+
+    #[test]
+    fn key_names_fit_the_registry_and_stay_unique() {
+        let mut key = ApiKey::new(
+            &"a".repeat(253),
+            ApiKeySpec {
+                user: None,
+                scope: "pull:*".into(),
+                secret_name: None,
+                expires_at: None,
+            },
+        );
+        key.metadata.namespace = Some("n".repeat(63));
+        key.metadata.uid = Some("0b1c2d3e-0000-4000-8000-00000000a001".into());
+        let name = key_name(&key);
+        assert!(name.len() <= 128, "{}", name.len());
+        assert!(name.ends_with("#0b1c2d3e-0000-4000-8000-00000000a001"));
+        assert_eq!(secret_name(&key), "a".repeat(253));
+    }
+}

@@ -1,0 +1,172 @@
+//! What every reconcile shares: the Kubernetes client, the registry, the Event recorder, the
+//! metrics, the settings, and the per-object failure counts behind the retry backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use niso_server::registry::Registry;
+
+use crate::metrics::Metrics;
+
+/// The field manager of every write, and the Event reporter.
+pub const MANAGER: &str = "niso-operator";
+/// The finalizer on both kinds of resource.
+pub const FINALIZER: &str = "niso.online/cleanup";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Written into each ApiKey's Secret as `registry-url`.
+    pub registry_url: String,
+    /// How often a healthy object is reconciled again (drift in the registry is not watched).
+    pub resync: Duration,
+    /// First retry delay after a failure; doubles per consecutive failure, up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Settings {
+    pub fn new(registry_url: impl Into<String>) -> Settings {
+        Settings {
+            registry_url: registry_url.into(),
+            resync: Duration::from_secs(300),
+            min_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    reporter: Reporter,
+    backoff: Backoff,
+}
+
+/// Per-object exponential backoff: the first retry after `min`, doubling per consecutive
+/// failure up to `max`, forgotten after a success.
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The delay before retrying `key`, counting one more failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock");
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        let factor = 2u32.saturating_pow((*count - 1).min(16));
+        self.min.saturating_mul(factor).min(self.max)
+    }
+
+    pub fn reset(&self, key: &str) {
+        self.failures.lock().expect("backoff lock").remove(key);
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        instance: Option<String>,
+    ) -> Context {
+        let backoff = Backoff::new(settings.min_backoff, settings.max_backoff);
+        Context {
+            client,
+            registry,
+            metrics,
+            settings,
+            reporter: Reporter {
+                controller: MANAGER.into(),
+                instance,
+            },
+            backoff,
+        }
+    }
+
+    /// Publishes an Event; a failure to do so is logged, never fatal. Each Event is new: the
+    /// recorder's series would repeat the first note of a reason (members added: x) for later
+    /// ones (members removed: y), and reconciles publish only on change anyway.
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(error) = recorder.publish(&event, reference).await {
+            tracing::warn!(%error, reason, "cannot publish event");
+        }
+    }
+
+    /// Exponential backoff for the object `key` after a failed reconcile.
+    pub fn backoff(&self, key: &str) -> Action {
+        Action::requeue(self.backoff.next(key))
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn succeeded(&self, key: &str) {
+        self.backoff.reset(key);
+    }
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_per_object_and_resets() {
+        let backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+        let seconds: Vec<u64> = (0..9).map(|_| backoff.next("a").as_secs()).collect();
+        assert_eq!(seconds, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff.next("b").as_secs(), 5, "per object");
+        backoff.reset("a");
+        assert_eq!(backoff.next("a").as_secs(), 5);
+    }
+
+    #[test]
+    fn notes_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(600);
+        let cut = truncate(text, 1001);
+        assert_eq!(cut.len(), 1000);
+    }
+}

@@ -1,0 +1,16 @@
+//! niso-operator: turns `RegistryNamespace` and `ApiKey` custom resources into registry state
+//! through the server crate's domain layer (no SQL here), and collects orphan chunks while
+//! holding a Lease. See DESIGN.md §7.
+
+pub mod apikey;
+pub mod conditions;
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod gc;
+pub mod http;
+pub mod metrics;
+pub mod namespace;
+pub mod run;
+
+pub use error::{Error, Result};

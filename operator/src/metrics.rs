@@ -1,0 +1,163 @@
+//! The operator's Prometheus metrics (`niso_operator_` prefix), served on `/metrics` next to
+//! the registry library's own (database pool, chunk store, `niso_gc_*`).
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use niso_server::registry::gc::GcReport;
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub reconcile_failures: IntCounterVec,
+    pub reconcile_seconds: HistogramVec,
+    pub gc_runs: IntCounterVec,
+    pub gc_seconds: Histogram,
+    pub gc_uploads_reaped: IntCounter,
+    pub gc_chunks_deleted: IntCounter,
+    pub gc_bytes_reclaimed: IntCounter,
+    pub leader: IntGauge,
+}
+
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new("niso_operator_reconciles_total", "Reconciles by controller"),
+            &["controller"],
+        )
+        .expect("valid metric");
+        let reconcile_failures = IntCounterVec::new(
+            Opts::new(
+                "niso_operator_reconcile_failures_total",
+                "Failed reconciles by controller and reason",
+            ),
+            &["controller", "reason"],
+        )
+        .expect("valid metric");
+        let reconcile_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "niso_operator_reconcile_duration_seconds",
+                "Reconcile duration by controller",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["controller"],
+        )
+        .expect("valid metric");
+        let gc_runs = IntCounterVec::new(
+            Opts::new(
+                "niso_operator_gc_runs_total",
+                "Chunk GC passes by result (ok, error)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let gc_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "niso_operator_gc_duration_seconds",
+                "Chunk GC pass duration",
+            )
+            .buckets(BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let gc_uploads_reaped = IntCounter::new(
+            "niso_operator_gc_uploads_reaped_total",
+            "Stale uploads whose lease expired, reaped by GC",
+        )
+        .expect("valid metric");
+        let gc_chunks_deleted = IntCounter::new(
+            "niso_operator_gc_chunks_deleted_total",
+            "Orphan chunks deleted by GC",
+        )
+        .expect("valid metric");
+        let gc_bytes_reclaimed = IntCounter::new(
+            "niso_operator_gc_reclaimed_bytes_total",
+            "Stored bytes reclaimed by GC",
+        )
+        .expect("valid metric");
+        let leader = IntGauge::new(
+            "niso_operator_leader",
+            "1 while this replica holds the Lease (and runs the controllers and GC)",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconcile_failures.clone()),
+            Box::new(reconcile_seconds.clone()),
+            Box::new(gc_runs.clone()),
+            Box::new(gc_seconds.clone()),
+            Box::new(gc_uploads_reaped.clone()),
+            Box::new(gc_chunks_deleted.clone()),
+            Box::new(gc_bytes_reclaimed.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_failures,
+            reconcile_seconds,
+            gc_runs,
+            gc_seconds,
+            gc_uploads_reaped,
+            gc_chunks_deleted,
+            gc_bytes_reclaimed,
+            leader,
+        }
+    }
+
+    pub fn reconciled(&self, controller: &str, elapsed: Duration, failure: Option<&str>) {
+        self.reconciles.with_label_values(&[controller]).inc();
+        self.reconcile_seconds
+            .with_label_values(&[controller])
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = failure {
+            self.reconcile_failures
+                .with_label_values(&[controller, reason])
+                .inc();
+        }
+    }
+
+    pub fn gc_finished(&self, elapsed: Duration, report: Option<&GcReport>) {
+        self.gc_seconds.observe(elapsed.as_secs_f64());
+        match report {
+            Some(report) => {
+                self.gc_runs.with_label_values(&["ok"]).inc();
+                self.gc_uploads_reaped.inc_by(report.uploads_reaped);
+                self.gc_chunks_deleted.inc_by(report.chunks_deleted);
+                self.gc_bytes_reclaimed.inc_by(report.bytes_reclaimed);
+            }
+            None => self.gc_runs.with_label_values(&["error"]).inc(),
+        }
+    }
+
+    /// Successful GC passes so far.
+    pub fn gc_runs_ok(&self) -> u64 {
+        self.gc_runs.with_label_values(&["ok"]).get()
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding never fails");
+        String::from_utf8(buffer).expect("metrics text is UTF-8")
+    }
+}

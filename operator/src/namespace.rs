@@ -1,0 +1,395 @@
+//! The `RegistryNamespace` controller: makes an org namespace of the registry exist, owned by
+//! `spec.owner`, with exactly `spec.members`, marked managed (the API then refuses member
+//! changes); on deletion (finalizer) it gives the namespace back to the API (`Retain`) or
+//! removes it if it has no packages (`Delete`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+
+use niso_server::names::{validate_namespace, validate_username};
+use niso_server::registry::managed::MemberChanges;
+use niso_server::registry::permissions::Role;
+
+use crate::conditions::{self, RECONCILED};
+use crate::context::{Context, FINALIZER, MANAGER};
+use crate::crd::{DeletionPolicy, MemberRole, RegistryNamespace, RegistryNamespaceStatus};
+use crate::error::{Error, Result};
+
+/// The `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "registrynamespace";
+
+/// One reconcile: the finalizer first, then converge (or clean up when deleting).
+pub async fn reconcile(rns: Arc<RegistryNamespace>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let api: Api<RegistryNamespace> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, rns.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(rns) => apply(&rns, &ctx).await,
+            FinalizerEvent::Cleanup(rns) => cleanup(&rns, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    ctx.metrics.reconciled(
+        CONTROLLER,
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    match &result {
+        Ok(_) => ctx.succeeded(&backoff_key(&rns)),
+        Err(error) => tracing::warn!(
+            name = %rns.name_any(),
+            reason = error.reason(),
+            %error,
+            "RegistryNamespace not reconciled"
+        ),
+    }
+    result
+}
+
+/// Retries with exponential backoff per object.
+pub fn error_policy(rns: Arc<RegistryNamespace>, _error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.backoff(&backoff_key(&rns))
+}
+
+fn backoff_key(rns: &RegistryNamespace) -> String {
+    format!("RegistryNamespace/{}", rns.name_any())
+}
+
+/// The registry namespace of a resource: `spec.name`, else `@` + metadata.name.
+pub fn registry_name(rns: &RegistryNamespace) -> Result<String> {
+    let name = match &rns.spec.name {
+        Some(name) => name.clone(),
+        None => format!("@{}", rns.name_any()),
+    };
+    validate_namespace(&name).map_err(|error| {
+        Error::InvalidSpec(format!(
+            "{error}{}",
+            if rns.spec.name.is_none() {
+                "; set spec.name, since metadata.name is not a valid registry name"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    Ok(name)
+}
+
+/// What a successful convergence did.
+#[derive(Debug, Default)]
+struct Outcome {
+    created: bool,
+    adopted: bool,
+    changes: MemberChanges,
+    member_count: i64,
+}
+
+async fn apply(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
+    let previous = rns.status.clone().unwrap_or_default();
+    let generation = rns.metadata.generation;
+    let name = registry_name(rns);
+    let converged = match &name {
+        Ok(name) => converge(rns, name, ctx).await,
+        Err(error) => Err(Error::InvalidSpec(error.to_string())),
+    };
+    match converged {
+        Ok(outcome) => {
+            let name = name.expect("converged, so the name is valid");
+            let message = format!(
+                "{name} is owned by {} and has {} member{}",
+                rns.spec.owner,
+                outcome.member_count,
+                if outcome.member_count == 1 { "" } else { "s" }
+            );
+            let status = RegistryNamespaceStatus {
+                conditions: vec![conditions::ready(
+                    true,
+                    RECONCILED,
+                    message,
+                    generation,
+                    &previous.conditions,
+                )],
+                observed_generation: generation,
+                registry_name: Some(name.clone()),
+                member_count: Some(outcome.member_count),
+            };
+            write_status(rns, ctx, &previous, status).await?;
+            publish_outcome(rns, ctx, &name, &outcome).await;
+            Ok(Action::requeue(ctx.settings.resync))
+        }
+        Err(error @ Error::Kube(_)) => Err(error),
+        Err(error) => {
+            report_failure(rns, ctx, &previous, name.ok(), &error).await?;
+            Err(error)
+        }
+    }
+}
+
+/// Writes `Ready=False` with the error's reason (and a Warning Event when that is news).
+async fn report_failure(
+    rns: &RegistryNamespace,
+    ctx: &Context,
+    previous: &RegistryNamespaceStatus,
+    name: Option<String>,
+    error: &Error,
+) -> Result<()> {
+    let status = RegistryNamespaceStatus {
+        conditions: vec![conditions::ready(
+            false,
+            error.reason(),
+            error.public_message(),
+            rns.metadata.generation,
+            &previous.conditions,
+        )],
+        observed_generation: rns.metadata.generation,
+        registry_name: name.or_else(|| previous.registry_name.clone()),
+        member_count: previous.member_count,
+    };
+    if write_status(rns, ctx, previous, status).await? {
+        ctx.event(
+            &rns.object_ref(&()),
+            EventType::Warning,
+            error.reason(),
+            "Reconcile",
+            error.public_message(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn check_spec(rns: &RegistryNamespace) -> Result<Vec<(String, Role)>> {
+    let spec = &rns.spec;
+    validate_username(&spec.owner)
+        .map_err(|error| Error::InvalidSpec(format!("owner: {error}")))?;
+    let mut desired: Vec<(String, Role)> = Vec::with_capacity(spec.members.len());
+    for member in &spec.members {
+        validate_username(&member.username)
+            .map_err(|error| Error::InvalidSpec(format!("members: {error}")))?;
+        if member.username == spec.owner {
+            return Err(Error::InvalidSpec(format!(
+                "{} is the owner; do not list it in members",
+                member.username
+            )));
+        }
+        if desired
+            .iter()
+            .any(|(username, _)| *username == member.username)
+        {
+            return Err(Error::InvalidSpec(format!(
+                "{} is listed more than once in members",
+                member.username
+            )));
+        }
+        let role = match member.role {
+            MemberRole::Admin => Role::Admin,
+            MemberRole::Member => Role::Member,
+        };
+        desired.push((member.username.clone(), role));
+    }
+    Ok(desired)
+}
+
+async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<Outcome> {
+    let desired = check_spec(rns)?;
+    let registry = &ctx.registry;
+    let owner = &rns.spec.owner;
+    // Every user must exist before anything changes: no partial convergence.
+    let mut usernames: Vec<&str> = vec![owner.as_str()];
+    usernames.extend(desired.iter().map(|(username, _)| username.as_str()));
+    let missing = registry.missing_users(&usernames).await?;
+    if !missing.is_empty() {
+        return Err(Error::UserNotFound(format!(
+            "no registry user {}; retrying until {} registered",
+            missing.join(", "),
+            if missing.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        )));
+    }
+    let mut outcome = Outcome::default();
+    match registry.namespace_view(name).await {
+        Ok(view) => {
+            if view.ns_type != "org" {
+                return Err(Error::NameTaken(format!(
+                    "{name} is a user's own namespace, not an organisation"
+                )));
+            }
+            let current_owner = view
+                .members
+                .iter()
+                .find(|member| member.role == Role::Owner.as_str())
+                .map(|member| member.username.clone())
+                .unwrap_or_default();
+            if current_owner != *owner {
+                return Err(Error::OwnerMismatch(format!(
+                    "{name} exists and is owned by {current_owner}, not {owner}"
+                )));
+            }
+            outcome.adopted = !view.managed;
+        }
+        Err(niso_server::Error::NotFound(_)) => {
+            let owner_user = registry
+                .find_user_by_name(owner)
+                .await?
+                .ok_or_else(|| Error::UserNotFound(format!("no registry user {owner}")))?;
+            match registry.create_org_for_user(owner_user.id, name).await {
+                Ok(_) => outcome.created = true,
+                Err(niso_server::Error::Conflict(message)) => {
+                    return Err(Error::NameTaken(message));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    }
+    registry.set_namespace_managed(name, true).await?;
+    outcome.changes = match registry.converge_members(name, &desired).await {
+        Ok(changes) => changes,
+        Err(niso_server::Error::NotFound(message)) => return Err(Error::UserNotFound(message)),
+        Err(niso_server::Error::BadRequest(message)) => return Err(Error::InvalidSpec(message)),
+        Err(error) => return Err(error.into()),
+    };
+    outcome.member_count = desired.len() as i64 + 1;
+    Ok(outcome)
+}
+
+async fn publish_outcome(rns: &RegistryNamespace, ctx: &Context, name: &str, outcome: &Outcome) {
+    let reference = rns.object_ref(&());
+    if outcome.created {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "Created",
+            "Create",
+            format!("created {name}, owned by {}", rns.spec.owner),
+        )
+        .await;
+    } else if outcome.adopted {
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "Adopted",
+            "Adopt",
+            format!("{name} is now managed by this resource"),
+        )
+        .await;
+    }
+    let changes = &outcome.changes;
+    if !changes.is_empty() {
+        let mut parts = Vec::new();
+        for (label, names) in [
+            ("added", &changes.added),
+            ("role changed", &changes.updated),
+            ("removed", &changes.removed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{label}: {}", names.join(", ")));
+            }
+        }
+        ctx.event(
+            &reference,
+            EventType::Normal,
+            "MembersChanged",
+            "UpdateMembers",
+            format!("{name}: {}", parts.join("; ")),
+        )
+        .await;
+    }
+}
+
+/// Writes the status if it says something new; returns whether it wrote.
+async fn write_status(
+    rns: &RegistryNamespace,
+    ctx: &Context,
+    previous: &RegistryNamespaceStatus,
+    status: RegistryNamespaceStatus,
+) -> Result<bool> {
+    let unchanged = rns.status.is_some()
+        && conditions::same(&previous.conditions, &status.conditions)
+        && previous.observed_generation == status.observed_generation
+        && previous.registry_name == status.registry_name
+        && previous.member_count == status.member_count;
+    if unchanged {
+        return Ok(false);
+    }
+    let api: Api<RegistryNamespace> = Api::all(ctx.client.clone());
+    let patch = serde_json::json!({
+        "apiVersion": RegistryNamespace::api_version(&()),
+        "kind": RegistryNamespace::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &rns.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
+    // Nothing was ever made for an invalid name.
+    let Ok(name) = registry_name(rns) else {
+        return Ok(Action::await_change());
+    };
+    let registry = &ctx.registry;
+    let view = match registry.namespace_view(&name).await {
+        Ok(view) => view,
+        // Already gone: deleting the resource succeeds.
+        Err(niso_server::Error::NotFound(_)) => return Ok(Action::await_change()),
+        Err(error) => return Err(error.into()),
+    };
+    let owned_by_spec = view
+        .members
+        .iter()
+        .any(|member| member.role == Role::Owner.as_str() && member.username == rns.spec.owner);
+    if view.ns_type != "org" || !view.managed || !owned_by_spec {
+        // Never managed by this resource (a user's namespace, another owner's): leave it be.
+        return Ok(Action::await_change());
+    }
+    let reference = rns.object_ref(&());
+    match rns.spec.deletion_policy {
+        DeletionPolicy::Retain => {
+            registry.set_namespace_managed(&name, false).await?;
+            ctx.event(
+                &reference,
+                EventType::Normal,
+                "Released",
+                "Release",
+                format!("{name} is kept in the registry and managed through the API again"),
+            )
+            .await;
+        }
+        DeletionPolicy::Delete => match registry.delete_empty_namespace(&name).await {
+            Ok(_) => {
+                ctx.event(
+                    &reference,
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    format!("deleted {name} from the registry"),
+                )
+                .await;
+            }
+            Err(niso_server::Error::Conflict(message)) => {
+                let error = Error::HasPackages(format!(
+                    "{message}, or set deletionPolicy: Retain to keep it"
+                ));
+                let previous = rns.status.clone().unwrap_or_default();
+                report_failure(rns, ctx, &previous, Some(name), &error).await?;
+                return Err(error);
+            }
+            Err(error) => return Err(error.into()),
+        },
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,407 @@
+//! The `niso-operator` command line and the long-running `run`: the registry opened from the
+//! same configuration as niso-server, the Lease, both controllers and the GC loop (only while
+//! this replica holds the Lease), `/health` + `/metrics`, and a graceful SIGTERM shutdown that
+//! releases the Lease.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use niso_server::config::Config;
+use niso_server::registry::Registry;
+
+use crate::context::{Context, Settings};
+use crate::crd::{ApiKey, RegistryNamespace};
+use crate::gc::GcSettings;
+use crate::metrics::Metrics;
+use crate::{apikey, namespace};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "niso-operator",
+    version,
+    about = "The niso Kubernetes operator: RegistryNamespace and ApiKey controllers, chunk GC"
+)]
+pub struct Cli {
+    /// TOML configuration file of the registry; NISO_* environment variables override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run the controllers and the GC loop (the default).
+    Run,
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+/// The operator's own settings (the registry's come from `niso_server::config::Config`).
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// `NISO_REGISTRY_URL` (required): written into every ApiKey Secret.
+    pub registry_url: String,
+    /// `NISO_OPERATOR_LISTEN` (default 0.0.0.0:8081): `/health` and `/metrics`.
+    pub listen: SocketAddr,
+    /// `NISO_GC_INTERVAL_SECS` (default 600) and `NISO_GC_GRACE_SECS` (default 3600).
+    pub gc: GcSettings,
+    /// `NISO_OPERATOR_LEASE_NAME` (default niso-operator).
+    pub lease_name: String,
+    /// `NISO_OPERATOR_LEASE_NAMESPACE`, else `POD_NAMESPACE`, else the client's namespace.
+    pub lease_namespace: Option<String>,
+    /// `NISO_OPERATOR_LEASE_SECS` (default 15): how long the Lease holds without renewal.
+    pub lease_duration_secs: u64,
+    /// `POD_NAME`, else `HOSTNAME`: this replica's identity in the Lease and its Events.
+    pub identity: Option<String>,
+}
+
+fn invalid(name: &str, value: &str, reason: &str) -> anyhow::Error {
+    anyhow::anyhow!("invalid {name}={value:?}: {reason}")
+}
+
+impl OperatorConfig {
+    pub fn from_env(
+        config: &Config,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<OperatorConfig> {
+        let get = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let registry_url = get("NISO_REGISTRY_URL").ok_or_else(|| {
+            anyhow::anyhow!(
+                "NISO_REGISTRY_URL is not set: the registry's public URL, written into ApiKey Secrets"
+            )
+        })?;
+        if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
+            return Err(invalid(
+                "NISO_REGISTRY_URL",
+                &registry_url,
+                "expected an http:// or https:// URL",
+            ));
+        }
+        let listen = match get("NISO_OPERATOR_LISTEN") {
+            Some(value) => value.parse().map_err(|_| {
+                invalid(
+                    "NISO_OPERATOR_LISTEN",
+                    &value,
+                    "expected an address such as 0.0.0.0:8081",
+                )
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 8081)),
+        };
+        let seconds = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match get(name) {
+                Some(value) => value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(name, &value, "expected a number of seconds")),
+                None => Ok(default),
+            }
+        };
+        let interval = seconds("NISO_GC_INTERVAL_SECS", 600)?;
+        if interval == 0 {
+            return Err(invalid("NISO_GC_INTERVAL_SECS", "0", "must be positive"));
+        }
+        let lease_duration_secs = seconds("NISO_OPERATOR_LEASE_SECS", 15)?;
+        if lease_duration_secs < 2 {
+            return Err(invalid(
+                "NISO_OPERATOR_LEASE_SECS",
+                &lease_duration_secs.to_string(),
+                "must be at least 2",
+            ));
+        }
+        Ok(OperatorConfig {
+            registry_url,
+            listen,
+            gc: GcSettings {
+                interval: Duration::from_secs(interval),
+                grace: config.gc_grace_period,
+            },
+            lease_name: get("NISO_OPERATOR_LEASE_NAME").unwrap_or_else(|| "niso-operator".into()),
+            lease_namespace: get("NISO_OPERATOR_LEASE_NAMESPACE").or_else(|| get("POD_NAMESPACE")),
+            lease_duration_secs,
+            identity: get("POD_NAME").or_else(|| get("HOSTNAME")),
+        })
+    }
+
+    /// Renewal happens this long before the Lease would expire.
+    pub fn lease_grace_secs(&self) -> u64 {
+        (self.lease_duration_secs / 3).max(1)
+    }
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Crd => {
+            print!("{}", crate::crd::crds_yaml());
+            Ok(())
+        }
+        Command::Run => {
+            let config = Config::load(cli.config.as_deref())?;
+            let operator = OperatorConfig::from_env(&config, |name| std::env::var(name).ok())?;
+            run(config, operator).await
+        }
+    }
+}
+
+async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
+    let registry =
+        Arc::new(Registry::open(&config, Arc::new(niso_server::metrics::Metrics::new())).await?);
+    let metrics = Arc::new(Metrics::new());
+    let client = Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client")?;
+    let listener = TcpListener::bind(operator.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", operator.listen))?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let http = {
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(crate::http::serve(
+            listener,
+            metrics.clone(),
+            registry.clone(),
+            async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
+    tracing::info!(listen = %operator.listen, "serving /health and /metrics");
+
+    let identity = operator
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("niso-operator-{}", std::process::id()));
+    let lease_namespace = operator
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let lease = LeaseManagerBuilder::new(client.clone(), &operator.lease_name)
+        .with_namespace(&lease_namespace)
+        .with_identity(&identity)
+        .with_duration(operator.lease_duration_secs)
+        .with_grace(operator.lease_grace_secs())
+        .build()
+        .await
+        .with_context(|| format!("cannot use Lease {lease_namespace}/{}", operator.lease_name))?;
+    let (leader, lease_task) = lease.watch().await;
+    tracing::info!(%identity, lease = %operator.lease_name, "waiting for the Lease");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry.clone(),
+        metrics.clone(),
+        Settings::new(operator.registry_url.clone()),
+        Some(identity.clone()),
+    ));
+    let gc = tokio::spawn(crate::gc::run_loop(
+        registry.clone(),
+        metrics.clone(),
+        operator.gc,
+        leader.clone(),
+        shutdown_rx.clone(),
+    ));
+    let controllers = tokio::spawn(run_controllers_while_leader(
+        ctx,
+        leader,
+        shutdown_rx.clone(),
+    ));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = controllers.await;
+    let _ = gc.await;
+    // Every receiver of the Lease channel is gone now: the Lease task releases it and returns.
+    match tokio::time::timeout(Duration::from_secs(10), lease_task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("Lease released"),
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "cannot release the Lease"),
+        Ok(Err(error)) => tracing::warn!(%error, "Lease task failed"),
+        Err(_) => tracing::warn!("timed out releasing the Lease"),
+    }
+    let _ = http.await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs both controllers whenever this replica holds the Lease, stopping them (gracefully)
+/// when it loses it or at shutdown.
+pub async fn run_controllers_while_leader(
+    ctx: Arc<Context>,
+    mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            result = leader.wait_for(|leading| *leading) => if result.is_err() { break },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        tracing::info!("holding the Lease: starting the controllers");
+        ctx.metrics.leader.set(1);
+        let (stop_namespaces, namespaces_stopped) = futures::channel::oneshot::channel::<()>();
+        let (stop_keys, keys_stopped) = futures::channel::oneshot::channel::<()>();
+        let controllers = run_controllers(
+            ctx.clone(),
+            async move {
+                let _ = namespaces_stopped.await;
+            },
+            async move {
+                let _ = keys_stopped.await;
+            },
+        );
+        let mut leader_watch = leader.clone();
+        let mut shutdown_watch = shutdown.clone();
+        let stop = async move {
+            tokio::select! {
+                _ = leader_watch.wait_for(|leading| !*leading) => {}
+                _ = shutdown_watch.wait_for(|stop| *stop) => {}
+            }
+            let _ = stop_namespaces.send(());
+            let _ = stop_keys.send(());
+        };
+        tokio::join!(controllers, stop);
+        ctx.metrics.leader.set(0);
+        tracing::info!("controllers stopped");
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+async fn run_controllers(
+    ctx: Arc<Context>,
+    stop_namespaces: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    stop_keys: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let namespaces = Controller::new(
+        Api::<RegistryNamespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stop_namespaces)
+    .run(namespace::reconcile, namespace::error_policy, ctx.clone())
+    .for_each(|_| futures::future::ready(()));
+    let keys = Controller::new(
+        Api::<ApiKey>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Secret>::all(client),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            apikey::MANAGED_BY.0,
+            apikey::MANAGED_BY.1
+        )),
+    )
+    .graceful_shutdown_on(stop_keys)
+    .run(apikey::reconcile, apikey::error_policy, ctx)
+    .for_each(|_| futures::future::ready(()));
+    tokio::join!(namespaces, keys);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn operator_config(vars: &[(&str, &str)]) -> anyhow::Result<OperatorConfig> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::from_sources(None, |name| vars.get(name).cloned())?;
+        OperatorConfig::from_env(&config, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let config = operator_config(&[("NISO_REGISTRY_URL", "https://niso.example.com")]).unwrap();
+        assert_eq!(config.registry_url, "https://niso.example.com");
+        assert_eq!(config.listen, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(config.gc.interval, Duration::from_secs(600));
+        assert_eq!(config.gc.grace, Duration::from_secs(3600));
+        assert_eq!(config.lease_name, "niso-operator");
+        assert_eq!(config.lease_duration_secs, 15);
+        assert_eq!(config.lease_grace_secs(), 5);
+    }
+
+    #[test]
+    fn settings_from_the_environment() {
+        let config = operator_config(&[
+            ("NISO_REGISTRY_URL", "http://niso:8080"),
+            ("NISO_OPERATOR_LISTEN", "127.0.0.1:9000"),
+            ("NISO_GC_INTERVAL_SECS", "30"),
+            ("NISO_GC_GRACE_SECS", "0"),
+            ("POD_NAMESPACE", "niso-system"),
+            ("POD_NAME", "niso-operator-abc"),
+        ])
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.gc.interval, Duration::from_secs(30));
+        assert_eq!(config.gc.grace, Duration::ZERO);
+        assert_eq!(config.lease_namespace.as_deref(), Some("niso-system"));
+        assert_eq!(config.identity.as_deref(), Some("niso-operator-abc"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = operator_config(&[]).unwrap_err().to_string();
+        assert!(error.contains("NISO_REGISTRY_URL"), "{error}");
+        for (name, value) in [
+            ("NISO_REGISTRY_URL", "niso.example.com"),
+            ("NISO_GC_INTERVAL_SECS", "often"),
+            ("NISO_GC_INTERVAL_SECS", "0"),
+            ("NISO_OPERATOR_LISTEN", "everywhere"),
+            ("NISO_OPERATOR_LEASE_SECS", "1"),
+        ] {
+            let mut vars = vec![("NISO_REGISTRY_URL", "https://niso.example.com")];
+            vars.push((name, value));
+            let error = operator_config(&vars).unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value}: {error}");
+        }
+    }
+
+    #[test]
+    fn subcommands() {
+        let cli = Cli::try_parse_from(["niso-operator"]).unwrap();
+        assert_eq!(cli.command, None);
+        let cli = Cli::try_parse_from(["niso-operator", "crd"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Crd));
+        let cli = Cli::try_parse_from(["niso-operator", "run", "--config", "x.toml"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Run));
+        assert!(Cli::try_parse_from(["niso-operator", "serve"]).is_err());
+    }
+}

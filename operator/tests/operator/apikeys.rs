@@ -1,0 +1,441 @@
+//! The ApiKey reconciler: creation (finalizer, key, Secret, status, Event), idempotence,
+//! rotation on a changed scope or a deleted Secret, revocation on deletion, invalid scopes and
+//! unknown users (no partial change), expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::Value;
+
+use crate::common::Backend;
+use crate::mock::{self, MockApi, not_found};
+use crate::{
+    Fixture, REGISTRY_URL, assert_adds_finalizer, assert_removes_finalizer, ready_of,
+    with_finalizer, with_status,
+};
+use niso_operator::apikey::reconcile;
+use niso_operator::context::Context;
+use niso_operator::crd::{ApiKey, ApiKeySpec};
+
+crate::for_each_backend!(
+    creation_writes_the_key_into_an_owned_secret,
+    a_changed_scope_rotates_the_key,
+    a_deleted_secret_rotates_the_key,
+    deletion_revokes_the_key,
+    an_invalid_scope_changes_nothing,
+    an_unknown_user_is_reported,
+    an_unlinked_key_with_an_expiry,
+);
+
+const PATH: &str = "/apis/niso.online/v1alpha1/namespaces/apps/apikeys/ci";
+const STATUS_PATH: &str = "/apis/niso.online/v1alpha1/namespaces/apps/apikeys/ci/status";
+const SECRET_PATH: &str = "/api/v1/namespaces/apps/secrets/ci-key";
+const UID: &str = "0b1c2d3e-0000-4000-8000-00000000a001";
+
+fn resource(user: Option<&str>, scope: &str) -> ApiKey {
+    let mut key = ApiKey::new(
+        "ci",
+        ApiKeySpec {
+            user: user.map(str::to_owned),
+            scope: scope.into(),
+            secret_name: Some("ci-key".into()),
+            expires_at: None,
+        },
+    );
+    key.metadata.namespace = Some("apps".into());
+    key.metadata.uid = Some(UID.into());
+    key.metadata.generation = Some(1);
+    key.metadata.resource_version = Some("1".into());
+    key
+}
+
+fn json_of(key: &ApiKey) -> Value {
+    serde_json::to_value(key).expect("JSON")
+}
+
+fn from_json(value: Value) -> ApiKey {
+    serde_json::from_value(value).expect("an ApiKey")
+}
+
+async fn run_reconcile(
+    api: &mut MockApi,
+    ctx: &Arc<Context>,
+    key: &ApiKey,
+    script: impl AsyncFnOnce(&mut MockApi),
+) -> Result<Action, niso_operator::Error> {
+    mock::run(api, reconcile(Arc::new(key.clone()), ctx.clone()), script).await
+}
+
+/// What a Secret apply patch wrote: the Secret as the API now holds it, and its key.
+fn written_secret(body: &Value) -> (Value, String) {
+    let secret: Secret = serde_json::from_value(body.clone()).expect("a Secret");
+    let data = secret.data.expect("data");
+    let key = String::from_utf8(data["api-key"].0.clone()).expect("UTF-8");
+    let url = String::from_utf8(data["registry-url"].0.clone()).expect("UTF-8");
+    assert_eq!(url, REGISTRY_URL);
+    let owners = secret.metadata.owner_references.expect("owner references");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "ApiKey");
+    assert_eq!(owners[0].uid, UID);
+    assert_eq!(owners[0].controller, Some(true));
+    (body.clone(), key)
+}
+
+/// The finalizer, then the key: returns the resource as the API holds it, the Secret, and
+/// the key's value.
+async fn create(fixture: &mut Fixture, key: ApiKey) -> (ApiKey, Value, String) {
+    let object = json_of(&key);
+    let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        let seen = api
+            .expect("PATCH", PATH, |_| (200, with_finalizer(&object)))
+            .await;
+        assert_adds_finalizer(&seen.body);
+    })
+    .await
+    .expect("finalizer added");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(
+        live_keys(fixture).await,
+        0,
+        "no key before the finalizer is in place"
+    );
+
+    let key = from_json(with_finalizer(&object));
+    let object = json_of(&key);
+    let mut status_patch = Value::Null;
+    let mut secret_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| not_found("secret ci-key"))
+            .await;
+        let seen = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await;
+        assert!(seen.query.contains("fieldManager=niso-operator"));
+        secret_patch = seen.body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Normal", "KeyCreated").await;
+    })
+    .await
+    .expect("key created");
+    let (secret, value) = written_secret(&secret_patch);
+    let (status, reason, message) = ready_of(&status_patch);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Reconciled"));
+    let prefix = status_patch["status"]["prefix"].as_str().expect("prefix");
+    assert!(value.starts_with(prefix));
+    assert!(message.contains(prefix), "{message}");
+    // The key's value never goes into status or Events.
+    assert!(!status_patch.to_string().contains(&value));
+    (
+        from_json(with_status(&object, &status_patch)),
+        secret,
+        value,
+    )
+}
+
+async fn live_keys(fixture: &Fixture) -> u64 {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    entity::api_key::Entity::find()
+        .filter(entity::api_key::Column::Name.starts_with("k8s:apps/ci#"))
+        .filter(entity::api_key::Column::RevokedAt.is_null())
+        .count(fixture.app.registry.database())
+        .await
+        .expect("count keys")
+}
+
+async fn creation_writes_the_key_into_an_owned_secret(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    fixture.app.register("alice").await;
+    let (key, secret, value) = create(
+        &mut fixture,
+        resource(Some("alice"), "push:@alice/*, pull:*"),
+    )
+    .await;
+    let status = key.status.clone().expect("status");
+    assert_eq!(status.scope.as_deref(), Some("pull:*,push:@alice/*"));
+    assert_eq!(status.user.as_deref(), Some("alice"));
+    assert_eq!(status.observed_generation, Some(1));
+
+    // The key works, linked to alice, with the canonical scope.
+    let principal = fixture
+        .app
+        .registry
+        .authenticate(&value)
+        .await
+        .expect("key works");
+    assert_eq!(principal.key_id, status.key_id.unwrap());
+    assert_eq!(principal.user.expect("user-linked").username, "alice");
+    assert_eq!(principal.scope.to_string(), "pull:*,push:@alice/*");
+    fixture
+        .app
+        .publish(&value, "@alice/tool", "1.0.0", "x86_64-linux")
+        .await;
+
+    // Unchanged: one read of the Secret, no write.
+    let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+    })
+    .await
+    .expect("idempotent");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert_eq!(live_keys(&fixture).await, 1);
+}
+
+async fn a_changed_scope_rotates_the_key(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    fixture.app.register("alice").await;
+    let (key, secret, old_value) = create(
+        &mut fixture,
+        resource(Some("alice"), "pull:*,push:@alice/*"),
+    )
+    .await;
+    let old_id = key.status.as_ref().unwrap().key_id.unwrap();
+
+    let mut changed = key.clone();
+    changed.spec.scope = "pull:*".into();
+    changed.metadata.generation = Some(2);
+    let object = json_of(&changed);
+    let mut secret_patch = Value::Null;
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        let event = api.expect_event("apps", "Normal", "KeyRotated").await;
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("scope changed"),
+            "{}",
+            event.body
+        );
+    })
+    .await
+    .expect("rotated");
+    let (_, new_value) = written_secret(&secret_patch);
+    assert_ne!(new_value, old_value);
+    let new_id = status_patch["status"]["keyId"].as_i64().unwrap();
+    assert_ne!(new_id, old_id);
+    assert_eq!(status_patch["status"]["scope"], "pull:*");
+    assert_eq!(status_patch["status"]["observedGeneration"], 2);
+    // The old key is revoked, the new one has the new scope.
+    assert!(matches!(
+        fixture.app.registry.authenticate(&old_value).await,
+        Err(niso_server::Error::Unauthorized(_))
+    ));
+    let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();
+    assert_eq!(principal.scope.to_string(), "pull:*");
+    assert_eq!(live_keys(&fixture).await, 1);
+}
+
+async fn a_deleted_secret_rotates_the_key(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    let (key, _, old_value) = create(&mut fixture, resource(None, "pull:*")).await;
+    let object = json_of(&key);
+    let mut secret_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| not_found("secret ci-key"))
+            .await;
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        api.expect("PATCH", STATUS_PATH, |seen| {
+            (200, with_status(&object, &seen.body))
+        })
+        .await;
+        api.expect_event("apps", "Normal", "KeyRotated").await;
+    })
+    .await
+    .expect("rotated");
+    let (_, new_value) = written_secret(&secret_patch);
+    assert!(fixture.app.registry.authenticate(&old_value).await.is_err());
+    let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();
+    assert!(principal.user.is_none(), "an unlinked key");
+    assert_eq!(live_keys(&fixture).await, 1);
+}
+
+fn deleting(key: &ApiKey) -> ApiKey {
+    let mut key = key.clone();
+    key.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    key
+}
+
+async fn deletion_revokes_the_key(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    fixture.app.register("alice").await;
+    let (key, _, value) = create(&mut fixture, resource(Some("alice"), "pull:*")).await;
+    let key = deleting(&key);
+    let object = json_of(&key);
+    let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect_event("apps", "Normal", "KeyRevoked").await;
+        let seen = api
+            .expect("PATCH", PATH, |_| (200, crate::without_finalizer(&object)))
+            .await;
+        assert_removes_finalizer(&seen.body);
+    })
+    .await
+    .expect("revoked");
+    assert_eq!(action, Action::await_change());
+    assert!(matches!(
+        fixture.app.registry.authenticate(&value).await,
+        Err(niso_server::Error::Unauthorized(_))
+    ));
+    assert_eq!(live_keys(&fixture).await, 0);
+
+    // Deleting again (the key already revoked) still succeeds, quietly.
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("PATCH", PATH, |_| (200, crate::without_finalizer(&object)))
+            .await;
+    })
+    .await
+    .expect("nothing left to revoke");
+}
+
+async fn an_invalid_scope_changes_nothing(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    fixture.app.register("alice").await;
+    let (key, _, value) = create(&mut fixture, resource(Some("alice"), "pull:*")).await;
+
+    // A scope the schema lets through but the registry refuses.
+    let mut changed = key.clone();
+    changed.spec.scope = "pull:@alice/x*y".into();
+    changed.metadata.generation = Some(2);
+    let object = json_of(&changed);
+    let mut status_patch = Value::Null;
+    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Warning", "InvalidScope").await;
+    })
+    .await
+    .expect_err("invalid scope");
+    assert_eq!(error.reason(), "InvalidScope");
+    let (status, reason, _) = ready_of(&status_patch);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidScope")
+    );
+    // The live key is untouched: same id in status, still working, no other key made.
+    assert_eq!(
+        status_patch["status"]["keyId"].as_i64(),
+        key.status.as_ref().unwrap().key_id
+    );
+    assert!(fixture.app.registry.authenticate(&value).await.is_ok());
+    assert_eq!(live_keys(&fixture).await, 1);
+    let metrics = fixture.ctx.metrics.render();
+    assert!(
+        metrics.contains(
+            "niso_operator_reconcile_failures_total{controller=\"apikey\",reason=\"InvalidScope\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
+async fn an_unknown_user_is_reported(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    let mut key = resource(Some("ghost"), "pull:*");
+    key.metadata.finalizers = Some(vec![niso_operator::context::FINALIZER.into()]);
+    let object = json_of(&key);
+    let mut status_patch = Value::Null;
+    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| not_found("secret ci-key"))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Warning", "UserNotFound").await;
+    })
+    .await
+    .expect_err("no such user");
+    assert_eq!(error.reason(), "UserNotFound");
+    assert_eq!(ready_of(&status_patch).1, "UserNotFound");
+    assert!(status_patch["status"]["keyId"].is_null());
+    assert_eq!(live_keys(&fixture).await, 0);
+}
+
+async fn an_unlinked_key_with_an_expiry(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    let expires =
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(3600);
+    let expires = k8s_openapi::jiff::Timestamp::from_second(expires.as_second()).unwrap();
+    let mut key = resource(None, "admin:*");
+    key.spec.expires_at = Some(Time(expires));
+    let (key, secret, value) = create(&mut fixture, key).await;
+    let principal = fixture.app.registry.authenticate(&value).await.unwrap();
+    assert!(principal.scope.has_admin());
+    // Requeued before the resync when the key expires sooner... (an hour is later than the
+    // resync, so the resync wins here).
+    let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+
+    // Moving the expiry into the past: no key is issued for it, and status says so.
+    let mut expired = key.clone();
+    expired.spec.expires_at = Some(Time(
+        k8s_openapi::jiff::Timestamp::from_second(expires.as_second() - 7200).unwrap(),
+    ));
+    expired.metadata.generation = Some(2);
+    let object = json_of(&expired);
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &expired, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Warning", "Expired").await;
+    })
+    .await
+    .expect("reported");
+    assert_eq!(ready_of(&status_patch).1, "Expired");
+    assert!(status_patch["status"]["keyId"].is_null());
+    assert_eq!(
+        live_keys(&fixture).await,
+        0,
+        "the live key went with the expiry"
+    );
+    assert!(fixture.app.registry.authenticate(&value).await.is_err());
+
+    // Reconciled again: nothing to do, nothing written.
+    let expired = from_json(with_status(&object, &status_patch));
+    run_reconcile(&mut fixture.api, &fixture.ctx, &expired, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+    })
+    .await
+    .expect("still expired");
+}

@@ -1,0 +1,99 @@
+//! The operator against kube's scripted mock API (`tower_test::mock::pair`) and a real registry
+//! (embedded: SQLite + local files; production: PostgreSQL + S3), through the server crate's
+//! test harness.
+
+#[path = "../../../server/tests/common/mod.rs"]
+mod common;
+
+mod apikeys;
+mod gc;
+mod lease;
+mod mock;
+mod namespaces;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use common::{Backend, TestApp, test_settings};
+use niso_operator::context::{Context, Settings};
+use niso_operator::metrics::Metrics;
+
+pub const REGISTRY_URL: &str = "https://niso.example.com";
+
+/// A registry served over HTTP (for uploads and API checks) and an operator context on the
+/// same registry, talking to a scripted API.
+pub struct Fixture {
+    pub app: TestApp,
+    pub ctx: Arc<Context>,
+    pub api: mock::MockApi,
+}
+
+impl Fixture {
+    pub async fn new(backend: Backend) -> Fixture {
+        let app = TestApp::with_settings(backend, test_settings()).await;
+        let (client, api) = mock::client();
+        let ctx = Arc::new(Context::new(
+            client,
+            app.registry.clone(),
+            Arc::new(Metrics::new()),
+            Settings::new(REGISTRY_URL),
+            Some("test".into()),
+        ));
+        Fixture { app, ctx, api }
+    }
+}
+
+/// `object` with `status` from an apply patch of the status subresource.
+pub fn with_status(object: &Value, patch: &Value) -> Value {
+    let mut object = object.clone();
+    object["status"] = patch["status"].clone();
+    object
+}
+
+/// `object` with the finalizers a JSON patch adds.
+pub fn with_finalizer(object: &Value) -> Value {
+    let mut object = object.clone();
+    object["metadata"]["finalizers"] = serde_json::json!([niso_operator::context::FINALIZER]);
+    object
+}
+
+/// `object` without finalizers (what the API returns after the finalizer is removed).
+pub fn without_finalizer(object: &Value) -> Value {
+    let mut object = object.clone();
+    object["metadata"]["finalizers"] = serde_json::json!([]);
+    object
+}
+
+/// Asserts that a JSON patch adds our finalizer.
+#[track_caller]
+pub fn assert_adds_finalizer(body: &Value) {
+    let text = body.to_string();
+    assert!(
+        text.contains("\"add\"") && text.contains(niso_operator::context::FINALIZER),
+        "not a finalizer patch: {body}"
+    );
+}
+
+/// Asserts that a JSON patch removes a finalizer.
+#[track_caller]
+pub fn assert_removes_finalizer(body: &Value) {
+    let text = body.to_string();
+    assert!(
+        text.contains("\"remove\"") && text.contains("/metadata/finalizers/0"),
+        "not a finalizer removal: {body}"
+    );
+}
+
+/// The Ready condition of a status patch body.
+pub fn ready_of(patch: &Value) -> (String, String, String) {
+    let condition = patch["status"]["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+        .unwrap_or_else(|| panic!("no Ready condition in {patch}"));
+    (
+        condition["status"].as_str().unwrap_or_default().to_owned(),
+        condition["reason"].as_str().unwrap_or_default().to_owned(),
+        condition["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
