@@ -150,7 +150,9 @@ impl From<StorageError> for Error {
         match error {
             // A chunk row whose object is missing is corruption, not a client mistake.
             StorageError::NotFound(key) => Error::Internal(format!("object {key} is missing")),
-            StorageError::InvalidKey(_) | StorageError::Config(_) => Error::Internal(error.to_string()),
+            StorageError::InvalidKey(_) | StorageError::Config(_) => {
+                Error::Internal(error.to_string())
+            }
             other => Error::Unavailable(other.to_string()),
         }
     }

@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 pub const MIB: u64 = 1024 * 1024;
 
 fn manifest(name: &str, version: &str) -> String {
-    format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"benchmark archive\"\n")
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"benchmark archive\"\n"
+    )
 }
 
 fn header(path: &str, size: u64, mtime: u64) -> tar::Header {
@@ -24,16 +26,34 @@ fn header(path: &str, size: u64, mtime: u64) -> tar::Header {
 }
 
 /// A tar with the manifest and one `payload_size` file of random bytes, streamed to `path`.
-pub fn write_incompressible_archive(path: &Path, name: &str, version: &str, payload_size: u64, seed: u64) {
-    let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("archive file"));
+pub fn write_incompressible_archive(
+    path: &Path,
+    name: &str,
+    version: &str,
+    payload_size: u64,
+    seed: u64,
+) {
+    let file = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(path).expect("archive file"),
+    );
     write_archive(file, name, version, payload_size, seed).expect("write archive");
 }
 
 /// The same archive to any writer (an upload body generated on the fly).
-pub fn write_archive(writer: impl Write, name: &str, version: &str, payload_size: u64, seed: u64) -> std::io::Result<()> {
+pub fn write_archive(
+    writer: impl Write,
+    name: &str,
+    version: &str,
+    payload_size: u64,
+    seed: u64,
+) -> std::io::Result<()> {
     let mut builder = tar::Builder::new(writer);
     let text = manifest(name, version);
-    builder.append(&header("manifest.toml", text.len() as u64, 1_700_000_000), text.as_bytes())?;
+    builder.append(
+        &header("manifest.toml", text.len() as u64, 1_700_000_000),
+        text.as_bytes(),
+    )?;
     let reader = RandomReader {
         rng: rand::rngs::StdRng::seed_from_u64(seed),
         remaining: payload_size,
@@ -74,7 +94,12 @@ impl Tree {
     pub fn new(count: usize, seed: u64) -> Tree {
         Tree {
             files: (0..count)
-                .map(|i| (format!("lib/file-{i:04}.bin"), random_vec(MIB as usize, seed ^ (i as u64) << 8)))
+                .map(|i| {
+                    (
+                        format!("lib/file-{i:04}.bin"),
+                        random_vec(MIB as usize, seed ^ (i as u64) << 8),
+                    )
+                })
                 .collect(),
             mtime: 1_700_000_000,
         }
@@ -84,10 +109,15 @@ impl Tree {
         let mut builder = tar::Builder::new(Vec::new());
         let text = manifest(name, version);
         builder
-            .append(&header("manifest.toml", text.len() as u64, self.mtime), text.as_bytes())
+            .append(
+                &header("manifest.toml", text.len() as u64, self.mtime),
+                text.as_bytes(),
+            )
             .expect("manifest");
         for (path, data) in &self.files {
-            builder.append(&header(path, data.len() as u64, self.mtime), &data[..]).expect("file");
+            builder
+                .append(&header(path, data.len() as u64, self.mtime), &data[..])
+                .expect("file");
         }
         builder.into_inner().expect("tar")
     }
@@ -101,11 +131,16 @@ pub fn variants(base: &Tree) -> Vec<(&'static str, Tree)> {
     let mut insertion = base.clone();
     let position = MIB as usize / 2;
     let inserted = random_vec(4096, 99);
-    insertion.files[middle].1.splice(position..position, inserted);
+    insertion.files[middle]
+        .1
+        .splice(position..position, inserted);
     let mut append = base.clone();
     let extra = base.files.len().div_ceil(10);
     for i in 0..extra {
-        append.files.push((format!("lib/extra-{i:04}.bin"), random_vec(MIB as usize, 7_000 + i as u64)));
+        append.files.push((
+            format!("lib/extra-{i:04}.bin"),
+            random_vec(MIB as usize, 7_000 + i as u64),
+        ));
     }
     let mut rebuilt = base.clone();
     rebuilt.mtime += 3600; // a fresh build stamps every header
@@ -122,7 +157,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for group in data.chunks(3) {
-        let bytes = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let bytes = [
+            group[0],
+            *group.get(1).unwrap_or(&0),
+            *group.get(2).unwrap_or(&0),
+        ];
         let value = (bytes[0] as u32) << 16 | (bytes[1] as u32) << 8 | bytes[2] as u32;
         for index in 0..4 {
             if index <= group.len() {

@@ -24,7 +24,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use data::MIB;
-use processes::{NisoServer, start_niso, start_nginx};
+use processes::{NisoServer, start_nginx, start_niso};
 
 /// One row of the result table.
 pub struct Figure {
@@ -44,14 +44,20 @@ impl Report {
             name: name.into(),
             value: value.into(),
         };
-        eprintln!("  {:<12} {:<64} {}", figure.section, figure.name, figure.value);
+        eprintln!(
+            "  {:<12} {:<64} {}",
+            figure.section, figure.name, figure.value
+        );
         self.figures.push(figure);
     }
 
     fn print(&self) {
         println!("\n| section | figure | value |\n|---|---|---|");
         for figure in &self.figures {
-            println!("| {} | {} | {} |", figure.section, figure.name, figure.value);
+            println!(
+                "| {} | {} | {} |",
+                figure.section, figure.name, figure.value
+            );
         }
     }
 }
@@ -87,7 +93,12 @@ impl Bench {
             let server = s3_test_server::S3TestServer::get();
             let bucket = server.unique_bucket_name();
             server.create_bucket(&bucket);
-            env.extend(server.env_for(&bucket).into_iter().map(|(k, v)| (k.to_owned(), v)));
+            env.extend(
+                server
+                    .env_for(&bucket)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v)),
+            );
         }
         env
     }
@@ -111,18 +122,31 @@ impl Bench {
     }
 
     /// Uploads a file from disk (streamed) and returns the seconds it took.
-    pub async fn upload_file(&self, server: &NisoServer, key: &str, path: &str, file: &Path) -> f64 {
+    pub async fn upload_file(
+        &self,
+        server: &NisoServer,
+        key: &str,
+        path: &str,
+        file: &Path,
+    ) -> f64 {
         let started = Instant::now();
         let body = tokio::fs::File::open(file).await.expect("open archive");
         let response = self
             .client
             .put(format!("{}{path}", server.base))
             .bearer_auth(key)
-            .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024)))
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::with_capacity(body, 256 * 1024),
+            ))
             .send()
             .await
             .expect("upload");
-        assert_eq!(response.status().as_u16(), 201, "upload {path}: {}", response.text().await.unwrap_or_default());
+        assert_eq!(
+            response.status().as_u16(),
+            201,
+            "upload {path}: {}",
+            response.text().await.unwrap_or_default()
+        );
         started.elapsed().as_secs_f64()
     }
 
@@ -146,7 +170,11 @@ impl Bench {
             request = request.header("range", range);
         }
         let response = request.send().await.expect("download");
-        assert!(response.status().is_success(), "download {url}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "download {url}: {}",
+            response.status()
+        );
         let mut stream = response.bytes_stream();
         let mut bytes = 0u64;
         while let Some(piece) = stream.next().await {
@@ -156,7 +184,15 @@ impl Bench {
     }
 
     pub async fn metric(&self, server: &NisoServer, name: &str) -> f64 {
-        let text = self.client.get(&server.metrics).send().await.expect("metrics").text().await.unwrap_or_default();
+        let text = self
+            .client
+            .get(&server.metrics)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
         text.lines()
             .filter(|line| line.starts_with(name) && !line.starts_with('#'))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
@@ -164,26 +200,45 @@ impl Bench {
     }
 
     pub async fn chunk_manifest(&self, server: &NisoServer, path: &str) -> Vec<(String, u64)> {
-        let manifest: serde_json::Value = self.client.get(format!("{}{path}/chunks", server.base)).send().await.expect("chunks").json().await.expect("json");
+        let manifest: serde_json::Value = self
+            .client
+            .get(format!("{}{path}/chunks", server.base))
+            .send()
+            .await
+            .expect("chunks")
+            .json()
+            .await
+            .expect("json");
         manifest["chunks"]
             .as_array()
             .expect("chunks")
             .iter()
-            .map(|c| (c["hash"].as_str().unwrap().to_owned(), c["size"].as_u64().unwrap()))
+            .map(|c| {
+                (
+                    c["hash"].as_str().unwrap().to_owned(),
+                    c["size"].as_u64().unwrap(),
+                )
+            })
             .collect()
     }
 }
 
 fn sha256sum_seconds(file: &Path) -> f64 {
     let started = Instant::now();
-    let status = std::process::Command::new("sha256sum").arg(file).stdout(std::process::Stdio::null()).status().expect("sha256sum");
+    let status = std::process::Command::new("sha256sum")
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("sha256sum");
     assert!(status.success());
     started.elapsed().as_secs_f64()
 }
 
 async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u64]) {
     let section = format!("{backend:?}").to_lowercase();
-    let env = bench.server_env(backend, &format!("throughput-{section}")).await;
+    let env = bench
+        .server_env(backend, &format!("throughput-{section}"))
+        .await;
     let server = bench.start(&env, &format!("throughput-{section}")).await;
     let key = bench.register(&server, "bench").await;
     let files = bench.work.join("files");
@@ -200,25 +255,67 @@ async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes:
         // The same archive under a per-size package name, so each upload stores fresh chunks.
         let package = format!("@bench/blob-{}", size / MIB);
         let archive_file = files.join(format!("upload-{}.niso", size / MIB));
-        data::write_incompressible_archive(&archive_file, &package, "1.0.0", *size, 1_000 + index as u64);
+        data::write_incompressible_archive(
+            &archive_file,
+            &package,
+            "1.0.0",
+            *size,
+            1_000 + index as u64,
+        );
         let hashing = sha256sum_seconds(&archive_file);
-        let seconds = bench.upload_file(&server, &key, &format!("/v1/packages/{package}/1.0.0/x86_64-linux"), &archive_file).await;
+        let seconds = bench
+            .upload_file(
+                &server,
+                &key,
+                &format!("/v1/packages/{package}/1.0.0/x86_64-linux"),
+                &archive_file,
+            )
+            .await;
         let upload = mb_per_s(length, seconds);
         let floor = mb_per_s(length, hashing);
-        report.add(&section, format!("upload {label}: MB/s (× sha256sum)"), format!("{upload:.0} ({:.2}×, sha256sum {floor:.0} MB/s)", upload / floor));
+        report.add(
+            &section,
+            format!("upload {label}: MB/s (× sha256sum)"),
+            format!(
+                "{upload:.0} ({:.2}×, sha256sum {floor:.0} MB/s)",
+                upload / floor
+            ),
+        );
 
         let url = format!("{}/v1/packages/{package}/1.0.0/x86_64-linux", server.base);
         let (bytes, seconds) = bench.download(&url, None).await;
         let download = mb_per_s(bytes, seconds);
-        let (nginx_bytes, nginx_seconds) = bench.download(&format!("{nginx_base}/{file_name}"), None).await;
+        let (nginx_bytes, nginx_seconds) = bench
+            .download(&format!("{nginx_base}/{file_name}"), None)
+            .await;
         let nginx = mb_per_s(nginx_bytes, nginx_seconds);
-        report.add(&section, format!("download {label}: MB/s (× nginx)"), format!("{download:.0} ({:.2}×, nginx {nginx:.0} MB/s)", download / nginx));
+        report.add(
+            &section,
+            format!("download {label}: MB/s (× nginx)"),
+            format!(
+                "{download:.0} ({:.2}×, nginx {nginx:.0} MB/s)",
+                download / nginx
+            ),
+        );
         if index + 1 == sizes.len() {
-            let (bytes, seconds) = bench.download(&format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base), None).await;
-            report.add(&section, format!("download {label} via latest/{{arch}}: MB/s"), format!("{:.0}", mb_per_s(bytes, seconds)));
+            let (bytes, seconds) = bench
+                .download(
+                    &format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base),
+                    None,
+                )
+                .await;
+            report.add(
+                &section,
+                format!("download {label} via latest/{{arch}}: MB/s"),
+                format!("{:.0}", mb_per_s(bytes, seconds)),
+            );
             let range = format!("bytes={}-{}", length / 4, length * 3 / 4);
             let (bytes, seconds) = bench.download(&url, Some(&range)).await;
-            report.add(&section, format!("download {label} middle-half Range: MB/s"), format!("{:.0}", mb_per_s(bytes, seconds)));
+            report.add(
+                &section,
+                format!("download {label} middle-half Range: MB/s"),
+                format!("{:.0}", mb_per_s(bytes, seconds)),
+            );
         }
         let _ = std::fs::remove_file(&archive_file);
     }
@@ -226,14 +323,17 @@ async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes:
 
 /// Streams a generated archive (never on disk) as an upload body.
 fn generated_archive(package: &str, version: &str, payload: u64, seed: u64) -> reqwest::Body {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let package = package.to_owned();
     let version = version.to_owned();
     std::thread::spawn(move || {
         let writer = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(sender));
         let _ = data::write_archive(writer, &package, &version, payload, seed);
     });
-    reqwest::Body::wrap_stream(futures::stream::poll_fn(move |context| receiver.poll_recv(context)))
+    reqwest::Body::wrap_stream(futures::stream::poll_fn(move |context| {
+        receiver.poll_recv(context)
+    }))
 }
 
 struct ChannelWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
@@ -259,7 +359,14 @@ async fn memory(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u
         let server = bench.start(&env, &label).await;
         let key = bench.register(&server, "bench").await;
         let download_path = "/v1/packages/@bench/shared/1.0.0/x86_64-linux";
-        let response = bench.client.put(format!("{}{download_path}", server.base)).bearer_auth(&key).body(generated_archive("@bench/shared", "1.0.0", *size, 1)).send().await.expect("upload");
+        let response = bench
+            .client
+            .put(format!("{}{download_path}", server.base))
+            .bearer_auth(&key)
+            .body(generated_archive("@bench/shared", "1.0.0", *size, 1))
+            .send()
+            .await
+            .expect("upload");
         assert_eq!(response.status().as_u16(), 201);
         let baseline = server.process.peak_rss();
         let mut tasks = Vec::new();
@@ -298,7 +405,12 @@ async fn memory(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u
         report.add(
             &section,
             format!("peak RSS, 16 uploads + 16 downloads of {} MiB", size / MIB),
-            format!("{:.1} MiB (idle {:.1} MiB; {:.0} MB/s aggregate)", peak as f64 / MIB as f64, baseline as f64 / MIB as f64, mb_per_s(32 * size, seconds)),
+            format!(
+                "{:.1} MiB (idle {:.1} MiB; {:.0} MB/s aggregate)",
+                peak as f64 / MIB as f64,
+                baseline as f64 / MIB as f64,
+                mb_per_s(32 * size, seconds)
+            ),
         );
     }
 }
@@ -311,12 +423,27 @@ async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usiz
     let key = bench.register(&server, "bench").await;
     let base = data::Tree::new(files, 5);
     for (form, compress) in [("tar", false), ("tar.zst", true)] {
-        let package = if compress { "@bench/dedup-zst" } else { "@bench/dedup-tar" };
-        let encode = |tar: Vec<u8>| if compress { zstd::encode_all(&tar[..], 3).expect("zstd") } else { tar };
+        let package = if compress {
+            "@bench/dedup-zst"
+        } else {
+            "@bench/dedup-tar"
+        };
+        let encode = |tar: Vec<u8>| {
+            if compress {
+                zstd::encode_all(&tar[..], 3).expect("zstd")
+            } else {
+                tar
+            }
+        };
         let first = encode(base.tar(package, "1.0.0"));
         let path = format!("/v1/packages/{package}/1.0.0/x86_64-linux");
         bench.upload_bytes(&server, &key, &path, first).await;
-        let previous: HashSet<String> = bench.chunk_manifest(&server, &path).await.into_iter().map(|(hash, _)| hash).collect();
+        let previous: HashSet<String> = bench
+            .chunk_manifest(&server, &path)
+            .await
+            .into_iter()
+            .map(|(hash, _)| hash)
+            .collect();
         for (index, (name, tree)) in data::variants(&base).into_iter().enumerate() {
             let version = format!("1.0.{}", index + 1);
             let archive = encode(tree.tar(package, &version));
@@ -325,11 +452,21 @@ async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usiz
             let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
             bench.upload_bytes(&server, &key, &path, archive).await;
             let stored = bench.metric(&server, "niso_chunk_stored_bytes_total").await - before;
-            let transfer: u64 = bench.chunk_manifest(&server, &path).await.into_iter().filter(|(hash, _)| !previous.contains(hash)).map(|(_, size)| size).sum();
+            let transfer: u64 = bench
+                .chunk_manifest(&server, &path)
+                .await
+                .into_iter()
+                .filter(|(hash, _)| !previous.contains(hash))
+                .map(|(_, size)| size)
+                .sum();
             report.add(
                 &section,
                 format!("dedup {form} {} MiB, {name}: stored / pulled", files),
-                format!("{:.2}% / {:.2}%", 100.0 * stored / size, 100.0 * transfer as f64 / size),
+                format!(
+                    "{:.2}% / {:.2}%",
+                    100.0 * stored / size,
+                    100.0 * transfer as f64 / size
+                ),
             );
         }
     }
@@ -337,20 +474,48 @@ async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usiz
 
 fn build_release_server(workspace: &Path) -> PathBuf {
     eprintln!("building the release niso-server …");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "niso-server"])
-        .current_dir(workspace)
-        .status()
-        .expect("cargo build");
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "niso-server"])
+            .current_dir(workspace)
+            .status()
+            .expect("cargo build");
     assert!(status.success(), "release build failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"));
     target.join("release").join("niso-server")
 }
 
 fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())).unwrap_or_default();
-    let memory = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| info.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)).unwrap_or(0);
-    format!("{} cores, {memory} GiB, {cpu}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{} cores, {memory} GiB, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    )
 }
 
 #[tokio::main]
@@ -359,7 +524,10 @@ async fn main() {
     if std::env::args().any(|arg| arg == "--list") {
         return; // `cargo bench -- --list` probes harness-less benches
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
     let quick = std::env::var("NISO_BENCH_QUICK").is_ok_and(|v| v != "0");
     let backends: Vec<Backend> = match std::env::var("NISO_BENCH_BACKENDS").as_deref() {
         Ok("embedded") => vec![Backend::Embedded],
@@ -367,18 +535,34 @@ async fn main() {
         _ => vec![Backend::Embedded, Backend::Production],
     };
     let binary = build_release_server(&workspace);
-    let work = tempfile::Builder::new().prefix("niso-bench-").tempdir().expect("work dir");
+    let work = tempfile::Builder::new()
+        .prefix("niso-bench-")
+        .tempdir()
+        .expect("work dir");
     let bench = Bench {
         binary,
         work: work.path().to_path_buf(),
         quick,
-        client: reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("client"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client"),
     };
-    let mut report = Report { figures: Vec::new() };
+    let mut report = Report {
+        figures: Vec::new(),
+    };
     let started = Instant::now();
     eprintln!("machine: {}", machine());
-    let throughput_sizes: Vec<u64> = if quick { vec![16 * MIB, 64 * MIB] } else { vec![16 * MIB, 256 * MIB, 1024 * MIB] };
-    let memory_sizes: Vec<u64> = if quick { vec![16 * MIB, 32 * MIB] } else { vec![64 * MIB, 256 * MIB] };
+    let throughput_sizes: Vec<u64> = if quick {
+        vec![16 * MIB, 64 * MIB]
+    } else {
+        vec![16 * MIB, 256 * MIB, 1024 * MIB]
+    };
+    let memory_sizes: Vec<u64> = if quick {
+        vec![16 * MIB, 32 * MIB]
+    } else {
+        vec![64 * MIB, 256 * MIB]
+    };
     let dedup_files = if quick { 32 } else { 256 };
     for backend in &backends {
         throughput(&bench, *backend, &mut report, &throughput_sizes).await;
@@ -388,5 +572,10 @@ async fn main() {
     }
     verdaccio::side_by_side(&bench, &mut report).await;
     report.print();
-    println!("\nmachine: {}; {} s in all{}", machine(), started.elapsed().as_secs(), if quick { " (quick mode)" } else { "" });
+    println!(
+        "\nmachine: {}; {} s in all{}",
+        machine(),
+        started.elapsed().as_secs(),
+        if quick { " (quick mode)" } else { "" }
+    );
 }

@@ -36,7 +36,8 @@ impl Process {
 
     /// Peak resident set size so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|line| line.starts_with("VmHWM:"))
@@ -92,7 +93,12 @@ pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> 
     }
     let process = Process::spawn("niso-server", &mut command);
     let base = format!("http://127.0.0.1:{port}");
-    wait_until_up(&reqwest::Client::new(), &format!("{base}/ready"), "niso-server").await;
+    wait_until_up(
+        &reqwest::Client::new(),
+        &format!("{base}/ready"),
+        "niso-server",
+    )
+    .await;
     NisoServer {
         process,
         base,

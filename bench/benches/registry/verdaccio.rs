@@ -38,7 +38,9 @@ fn install(directory: &Path) -> Result<PathBuf, String> {
 
 pub async fn side_by_side(bench: &Bench, report: &mut Report) {
     let section = "peer";
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let binary = match install(&target.join("bench-verdaccio")) {
         Ok(binary) => binary,
         Err(error) => {
@@ -92,10 +94,24 @@ pub async fn side_by_side(bench: &Bench, report: &mut Report) {
     });
     let body = serde_json::to_vec(&document).expect("publish body");
     let started = Instant::now();
-    let response = bench.client.put(format!("{base}/bench-pkg")).bearer_auth(&token).header("content-type", "application/json").body(body).send().await.expect("publish");
-    assert!(response.status().is_success(), "verdaccio publish: {}", response.status());
+    let response = bench
+        .client
+        .put(format!("{base}/bench-pkg"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("publish");
+    assert!(
+        response.status().is_success(),
+        "verdaccio publish: {}",
+        response.status()
+    );
     let verdaccio_publish = started.elapsed().as_secs_f64();
-    let (bytes, seconds) = bench.download(&format!("{base}/bench-pkg/-/bench-pkg-1.0.0.tgz"), None).await;
+    let (bytes, seconds) = bench
+        .download(&format!("{base}/bench-pkg/-/bench-pkg-1.0.0.tgz"), None)
+        .await;
     let verdaccio_download = mb_per_s(bytes, seconds);
 
     // niso's equivalents, in the same run.
@@ -104,13 +120,46 @@ pub async fn side_by_side(bench: &Bench, report: &mut Report) {
     let key = bench.register(&server, "bench").await;
     let file = bench.work.join("peer.niso");
     data::write_incompressible_archive(&file, "@bench/peer", "1.0.0", SIZE, 77);
-    let niso_publish = bench.upload_file(&server, &key, "/v1/packages/@bench/peer/1.0.0/x86_64-linux", &file).await;
-    let (bytes, seconds) = bench.download(&format!("{}/v1/packages/@bench/peer/1.0.0/x86_64-linux", server.base), None).await;
+    let niso_publish = bench
+        .upload_file(
+            &server,
+            &key,
+            "/v1/packages/@bench/peer/1.0.0/x86_64-linux",
+            &file,
+        )
+        .await;
+    let (bytes, seconds) = bench
+        .download(
+            &format!("{}/v1/packages/@bench/peer/1.0.0/x86_64-linux", server.base),
+            None,
+        )
+        .await;
     let niso_download = mb_per_s(bytes, seconds);
-    report.add(section, "publish 16 MiB: niso vs Verdaccio", format!("{:.0} ms vs {:.0} ms ({:.1}× faster)", niso_publish * 1000.0, verdaccio_publish * 1000.0, verdaccio_publish / niso_publish));
-    report.add(section, "download 16 MiB: niso vs Verdaccio", format!("{niso_download:.0} vs {verdaccio_download:.0} MB/s ({:.1}×)", niso_download / verdaccio_download));
+    report.add(
+        section,
+        "publish 16 MiB: niso vs Verdaccio",
+        format!(
+            "{:.0} ms vs {:.0} ms ({:.1}× faster)",
+            niso_publish * 1000.0,
+            verdaccio_publish * 1000.0,
+            verdaccio_publish / niso_publish
+        ),
+    );
+    report.add(
+        section,
+        "download 16 MiB: niso vs Verdaccio",
+        format!(
+            "{niso_download:.0} vs {verdaccio_download:.0} MB/s ({:.1}×)",
+            niso_download / verdaccio_download
+        ),
+    );
     let seconds = if bench.quick { 3 } else { 10 };
-    let (niso_rps, _, niso_p99) = wrk(&format!("{}/v1/packages/@bench/peer/versions", server.base), seconds, 32, "GET");
+    let (niso_rps, _, niso_p99) = wrk(
+        &format!("{}/v1/packages/@bench/peer/versions", server.base),
+        seconds,
+        32,
+        "GET",
+    );
     let (verdaccio_rps, _, verdaccio_p99) = wrk(&format!("{base}/bench-pkg"), seconds, 32, "GET");
     report.add(
         section,

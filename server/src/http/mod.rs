@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::http::Method;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};

@@ -235,7 +235,10 @@ impl Registry {
         self.store.put(&key, body).await?;
         timer.observe_duration();
 
-        match self.insert_chunk_row(upload_id, hash, &key, data.len(), stored_size, compression).await {
+        match self
+            .insert_chunk_row(upload_id, hash, &key, data.len(), stored_size, compression)
+            .await
+        {
             Ok(Some(chunk_id)) => {
                 self.metrics.chunks_stored.inc();
                 self.metrics.chunk_bytes_stored.inc_by(stored_size as u64);

@@ -142,7 +142,19 @@ impl Registry {
         let mut validator_stopped = false;
         let mut body = pin!(body);
 
-        while let Some(piece) = body.next().await {
+        loop {
+            // The chunks in flight keep being stored while the next piece of the body is
+            // awaited: futures in `in_flight` only progress while polled, and a slow (or
+            // paused) client must not leave stored objects without their rows meanwhile.
+            let next = tokio::select! {
+                next = body.next() => next,
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => {
+                    stored.push(result?);
+                    self.renew_upload(&mut lease).await?;
+                    continue;
+                }
+            };
+            let Some(piece) = next else { break };
             let piece = piece.map_err(|error| {
                 Error::BadRequest(format!("the upload was interrupted: {error}"))
             })?;

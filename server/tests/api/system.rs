@@ -4,8 +4,11 @@ use reqwest::StatusCode;
 
 use crate::common::{Backend, TestApp, assert_error};
 
-
-crate::for_each_backend!(health_and_ready, openapi_lists_every_endpoint, unknown_routes_are_json_404s);
+crate::for_each_backend!(
+    health_and_ready,
+    openapi_lists_every_endpoint,
+    unknown_routes_are_json_404s
+);
 
 async fn health_and_ready(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -43,11 +46,18 @@ async fn openapi_lists_every_endpoint(backend: Backend) {
         assert!(paths.contains_key(path), "OpenAPI document lacks {path}");
     }
     let upload = &paths["/v1/packages/{name}/{version}/{arch}"];
-    assert!(upload.get("put").is_some() && upload.get("get").is_some() && upload.get("delete").is_some());
+    assert!(
+        upload.get("put").is_some()
+            && upload.get("get").is_some()
+            && upload.get("delete").is_some()
+    );
 }
 
 async fn unknown_routes_are_json_404s(backend: Backend) {
     let app = TestApp::start(backend).await;
     assert_error(app.get("/v1/nothing-here").await, StatusCode::NOT_FOUND);
-    assert_error(app.get("/v1/packages/@a/b/1/2/3/4").await, StatusCode::NOT_FOUND);
+    assert_error(
+        app.get("/v1/packages/@a/b/1/2/3/4").await,
+        StatusCode::NOT_FOUND,
+    );
 }

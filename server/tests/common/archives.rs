@@ -3,7 +3,9 @@
 use rand::{Rng, SeedableRng};
 
 pub fn manifest(name: &str, version: &str) -> String {
-    format!("[package]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"test package {name}\"\nlicense = \"MIT\"\n")
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"{version}\"\ndescription = \"test package {name}\"\nlicense = \"MIT\"\n"
+    )
 }
 
 /// A plain tar with `manifest.toml` first, then the given files.

@@ -196,7 +196,8 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, key, Some(body)).await
+        self.send(reqwest::Method::POST, path, key, Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
@@ -255,12 +256,21 @@ impl TestApp {
     pub async fn publish(&self, key: &str, name: &str, version: &str, arch: &str) -> Value {
         let archive = archives::niso(name, version, &[("bin/tool", b"#!/bin/sh\necho hi\n")]);
         let (status, body) = self.upload(key, name, version, arch, archive).await;
-        assert_eq!(status, StatusCode::CREATED, "publish {name}@{version}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "publish {name}@{version}: {body}"
+        );
         body
     }
 
     pub async fn download(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        let response = self.client.get(self.url(path)).send().await.expect("download");
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("download");
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.expect("body").to_vec();

@@ -68,13 +68,64 @@ fn free_port() -> u16 {
 impl TestPostgres {
     fn start() -> TestPostgres {
         if let Ok(url) = std::env::var("NISO_TEST_DATABASE_URL") {
-            let base_url = url.trim_end_matches("/postgres").trim_end_matches('/').to_owned();
+            let base_url = url
+                .trim_end_matches("/postgres")
+                .trim_end_matches('/')
+                .to_owned();
             return TestPostgres { base_url };
         }
+        let cluster = Cluster::init("niso-test-pg-");
+        cluster.start();
+        TestPostgres {
+            base_url: cluster.base_url(),
+        }
+    }
+
+    pub fn get() -> &'static TestPostgres {
+        &CLUSTER
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub async fn fresh_database(&self) -> String {
+        create_database(&self.base_url).await
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
+
+/// Creates an empty database on the server at `base_url` and returns its URL.
+async fn create_database(base_url: &str) -> String {
+    use sea_orm::ConnectionTrait;
+    let name = format!("niso_test_{:016x}", rand::random::<u64>());
+    let admin = sea_orm::Database::connect(format!("{base_url}/postgres"))
+        .await
+        .expect("connect to the test PostgreSQL");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    format!("{base_url}/{name}")
+}
+
+/// An initialised cluster directory and the port it serves on when started. A watchdog stops
+/// it and removes the directory once the test process is gone, however it exits.
+struct Cluster {
+    pg_ctl: PathBuf,
+    root: PathBuf,
+    data: PathBuf,
+    user: String,
+    port: u16,
+}
+
+impl Cluster {
+    fn init(prefix: &str) -> Cluster {
         let initdb = find_bin("initdb");
         let pg_ctl = find_bin("pg_ctl");
         let root = tempfile::Builder::new()
-            .prefix("niso-test-pg-")
+            .prefix(prefix)
             .tempdir_in("/tmp")
             .expect("temp dir")
             .keep();
@@ -88,7 +139,11 @@ impl TestPostgres {
                 .expect("chown");
             assert!(status.success(), "chown of the test cluster dir failed");
         }
-        let user = if is_root() { "postgres".to_owned() } else { whoami() };
+        let user = if is_root() {
+            "postgres".to_owned()
+        } else {
+            whoami()
+        };
         let output = pg_command(&initdb)
             .args(["-A", "trust", "-U", &user, "-E", "UTF8", "--no-sync", "-D"])
             .arg(&data)
@@ -99,16 +154,32 @@ impl TestPostgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let port = free_port();
+        spawn_watchdog(&pg_ctl, &data, &root);
+        Cluster {
+            pg_ctl,
+            root,
+            data,
+            user,
+            port: free_port(),
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("postgres://{}@127.0.0.1:{}", self.user, self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    fn start(&self) {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-            root.display()
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.root.display()
         );
-        let output = pg_command(&pg_ctl)
+        let output = pg_command(&self.pg_ctl)
             .args(["-w", "-t", "60", "-D"])
-            .arg(&data)
+            .arg(&self.data)
             .args(["-o", &options, "-l"])
-            .arg(root.join("log"))
+            .arg(self.root.join("log"))
             .arg("start")
             .output()
             .expect("run pg_ctl");
@@ -116,35 +187,63 @@ impl TestPostgres {
             output.status.success(),
             "pg_ctl start failed: {}{}",
             String::from_utf8_lossy(&output.stderr),
-            std::fs::read_to_string(root.join("log")).unwrap_or_default()
+            std::fs::read_to_string(self.root.join("log")).unwrap_or_default()
         );
-        spawn_watchdog(&pg_ctl, &data, &root);
-        TestPostgres {
-            base_url: format!("postgres://{user}@127.0.0.1:{port}"),
-        }
     }
 
-    pub fn get() -> &'static TestPostgres {
-        &CLUSTER
+    /// Stops the server (`fast`: open sessions are terminated, as in a real outage or a
+    /// failover) and waits until it is down.
+    fn stop(&self, mode: &str) -> bool {
+        pg_command(&self.pg_ctl)
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&self.data)
+            .args(["-m", mode, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+}
+
+/// A PostgreSQL cluster of a single test's own, which the test may stop and start again (on
+/// the same port, with the same data) to simulate an outage. Dropping it stops the cluster
+/// and removes its directory. Always a local cluster, even with `NISO_TEST_DATABASE_URL`.
+pub struct DedicatedPostgres {
+    cluster: Cluster,
+}
+
+impl DedicatedPostgres {
+    pub fn start() -> DedicatedPostgres {
+        let cluster = Cluster::init("niso-test-pg-dedicated-");
+        cluster.start();
+        DedicatedPostgres { cluster }
+    }
+
+    /// `postgres://user@127.0.0.1:port` (no database).
+    pub fn base_url(&self) -> String {
+        self.cluster.base_url()
     }
 
     /// Creates an empty database and returns its URL.
     pub async fn fresh_database(&self) -> String {
-        use sea_orm::ConnectionTrait;
-        let name = format!("niso_test_{:016x}", rand::random::<u64>());
-        let admin = sea_orm::Database::connect(format!("{}/postgres", self.base_url))
-            .await
-            .expect("connect to the test PostgreSQL");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        format!("{}/{name}", self.base_url)
+        create_database(&self.base_url()).await
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
+    /// Stops the server, terminating every open session; returns once it is down.
+    pub fn stop(&self) {
+        assert!(self.cluster.stop("fast"), "pg_ctl stop failed");
+    }
+
+    /// Starts the server again on the same port with the same data.
+    pub fn restart(&self) {
+        self.cluster.start();
+    }
+}
+
+impl Drop for DedicatedPostgres {
+    fn drop(&mut self) {
+        self.cluster.stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.cluster.root);
     }
 }
 
@@ -161,7 +260,11 @@ fn spawn_watchdog(pg_ctl: &Path, data: &Path, root: &Path) {
             data.display()
         )
     } else {
-        format!("{} -D {} -m immediate stop", pg_ctl.display(), data.display())
+        format!(
+            "{} -D {} -m immediate stop",
+            pg_ctl.display(),
+            data.display()
+        )
     };
     let script = format!(
         "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {root}",

@@ -91,7 +91,9 @@ fn archive_stream(seed: u64) -> impl futures::Stream<Item = Result<Bytes, std::i
     });
     futures::stream::once(async move { Ok(Bytes::from(prefix)) })
         .chain(body)
-        .chain(futures::stream::once(async move { Ok(Bytes::from(suffix)) }))
+        .chain(futures::stream::once(
+            async move { Ok(Bytes::from(suffix)) },
+        ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,13 +144,23 @@ async fn a_512_mib_archive_streams_up_and_down_in_bounded_memory() {
     }
     let download_peak = PEAK.load(Ordering::Relaxed) - baseline;
     assert_eq!(received, uploaded["size"].as_u64().unwrap());
-    assert_eq!(hex::encode(hasher.finalize()), sent_hash, "byte-for-byte round trip");
+    assert_eq!(
+        hex::encode(hasher.finalize()),
+        sent_hash,
+        "byte-for-byte round trip"
+    );
 
     println!(
         "512 MiB archive: peak heap growth {:.1} MiB during upload, {:.1} MiB during download",
         upload_peak as f64 / MIB as f64,
         download_peak as f64 / MIB as f64
     );
-    assert!(upload_peak < 48 * MIB, "upload used {upload_peak} bytes of heap");
-    assert!(download_peak < 48 * MIB, "download used {download_peak} bytes of heap");
+    assert!(
+        upload_peak < 48 * MIB,
+        "upload used {upload_peak} bytes of heap"
+    );
+    assert!(
+        download_peak < 48 * MIB,
+        "download used {download_peak} bytes of heap"
+    );
 }
