@@ -6,7 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -159,6 +159,9 @@ async fn gc_never_deletes_a_committed_chunk_under_random_interleavings(backend: 
             .collect(),
     );
     let committed: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Versions being read back are never picked for deletion, so a failed read can only mean a
+    // lost chunk, not a race with a delete.
+    let reading: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
     let next_version = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -189,6 +192,7 @@ async fn gc_never_deletes_a_committed_chunk_under_random_interleavings(backend: 
         let key = key.clone();
         let blocks = blocks.clone();
         let committed = committed.clone();
+        let reading = reading.clone();
         let next_version = next_version.clone();
         handles.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed.wrapping_add(worker as u64 * 7919));
@@ -196,9 +200,19 @@ async fn gc_never_deletes_a_committed_chunk_under_random_interleavings(backend: 
                 let replica = &replicas[rng.random_range(0..2)];
                 if rng.random_bool(0.3) {
                     let victim = {
-                        let versions = committed.lock().await;
-                        let names: Vec<&String> = versions.keys().collect();
-                        (!names.is_empty()).then(|| names[rng.random_range(0..names.len())].clone())
+                        let mut versions = committed.lock().await;
+                        let busy = reading.lock().await;
+                        let names: Vec<String> = versions
+                            .keys()
+                            .filter(|version| !busy.contains(*version))
+                            .cloned()
+                            .collect();
+                        let victim = (!names.is_empty())
+                            .then(|| names[rng.random_range(0..names.len())].clone());
+                        if let Some(version) = &victim {
+                            versions.remove(version);
+                        }
+                        victim
                     };
                     if let Some(version) = victim {
                         let (status, body) = replica
@@ -207,12 +221,11 @@ async fn gc_never_deletes_a_committed_chunk_under_random_interleavings(backend: 
                                 Some(&key),
                             )
                             .await;
-                        // Two workers may pick the same victim: one deletes it, the other gets 404.
-                        assert!(
-                            status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND,
-                            "delete {version}: {status} {body} (seed {seed})"
+                        assert_eq!(
+                            status,
+                            StatusCode::NO_CONTENT,
+                            "delete {version}: {body} (seed {seed})"
                         );
-                        committed.lock().await.remove(&version);
                         continue;
                     }
                 }
@@ -231,25 +244,23 @@ async fn gc_never_deletes_a_committed_chunk_under_random_interleavings(backend: 
                     StatusCode::CREATED,
                     "upload {version}: {body} (seed {seed})"
                 );
-                committed
-                    .lock()
-                    .await
-                    .insert(version.clone(), checksum.clone());
-                // Read it back through the other replica while GC keeps running.
+                {
+                    let mut versions = committed.lock().await;
+                    reading.lock().await.insert(version.clone());
+                    versions.insert(version.clone(), checksum.clone());
+                }
+                // Read it back through either replica while GC keeps running.
                 let other = &replicas[rng.random_range(0..2)];
                 let (status, _, bytes) = other
                     .download(&format!("/v1/packages/@stress/app/{version}/x86_64"))
                     .await;
-                if status == StatusCode::NOT_FOUND && !committed.lock().await.contains_key(&version)
-                {
-                    continue; // deleted meanwhile by another worker
-                }
                 assert_eq!(status, StatusCode::OK, "download {version} (seed {seed})");
                 assert_eq!(
                     sha256_hex(&bytes),
                     checksum,
                     "{version} corrupted (seed {seed})"
                 );
+                reading.lock().await.remove(&version);
             }
         }));
     }
