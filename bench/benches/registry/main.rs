@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 #[path = "../../../server/tests/common/postgres.rs"]
 mod postgres;
-#[allow(dead_code)]
 #[path = "../../../server/tests/common/s3_test_server.rs"]
 mod s3_test_server;
 
