@@ -126,16 +126,7 @@ impl Registry {
     /// Drops an upload and its leases (failed or abandoned upload). Its new chunks become
     /// orphans that GC collects after the grace period.
     pub async fn release_upload(&self, upload_id: i64) -> Result<()> {
-        let transaction = self.db.begin().await?;
-        upload_chunk::Entity::delete_many()
-            .filter(upload_chunk::Column::UploadId.eq(upload_id))
-            .exec(&transaction)
-            .await?;
-        upload::Entity::delete_by_id(upload_id)
-            .exec(&transaction)
-            .await?;
-        transaction.commit().await?;
-        Ok(())
+        Ok(release_upload_row(&self.db, upload_id).await?)
     }
 
     /// Stores one chunk for an upload (or leases the copy already stored) and returns its row.
@@ -347,6 +338,23 @@ impl Registry {
         self.release_upload(lease.id).await?;
         result
     }
+}
+
+/// Deletes an upload row and its leases in one transaction (also used from a Drop guard, hence
+/// a free function on a connection rather than a `Registry` method).
+pub(crate) async fn release_upload_row(
+    db: &sea_orm::DatabaseConnection,
+    upload_id: i64,
+) -> Result<(), sea_orm::DbErr> {
+    let transaction = db.begin().await?;
+    upload_chunk::Entity::delete_many()
+        .filter(upload_chunk::Column::UploadId.eq(upload_id))
+        .exec(&transaction)
+        .await?;
+    upload::Entity::delete_by_id(upload_id)
+        .exec(&transaction)
+        .await?;
+    transaction.commit().await
 }
 
 async fn insert_lease(

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use entity::{namespace, package, package_version, upload, upload_chunk, version_chunk};
 
-use super::chunk_store::StoredChunk;
+use super::chunk_store::{StoredChunk, release_upload_row};
 use super::chunking::StreamChunker;
 use super::{Registry, is_unique_violation, now};
 use crate::archive::{ArchiveLimits, Manifest, spawn_validator};
@@ -67,25 +67,13 @@ impl Drop for LeaseGuard {
         let upload_id = self.upload_id;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = release(&db, upload_id).await {
+                if let Err(error) = release_upload_row(&db, upload_id).await {
                     // GC reaps it when the lease expires.
                     tracing::warn!(upload_id, %error, "could not release an abandoned upload");
                 }
             });
         }
     }
-}
-
-async fn release(db: &DatabaseConnection, upload_id: i64) -> Result<(), sea_orm::DbErr> {
-    let transaction = db.begin().await?;
-    upload_chunk::Entity::delete_many()
-        .filter(upload_chunk::Column::UploadId.eq(upload_id))
-        .exec(&transaction)
-        .await?;
-    upload::Entity::delete_by_id(upload_id)
-        .exec(&transaction)
-        .await?;
-    transaction.commit().await
 }
 
 impl Registry {
