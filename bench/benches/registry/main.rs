@@ -3,7 +3,8 @@
 //! machine noise cancels: upload vs sha256sum, download vs nginx, peak RSS under 16+16 clients,
 //! dedup of next versions, metadata requests/s under wrk with 10,000 packages × 5 versions, and
 //! Verdaccio side by side. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
-//! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend.
+//! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend; `NISO_BENCH_ONLY` picks
+//! sections (throughput, memory, dedup, metadata, peer); `NISO_BENCH_SERVER_BIN` skips the build.
 
 #[allow(dead_code)]
 #[path = "../../../server/tests/common/postgres.rs"]
@@ -233,6 +234,14 @@ fn sha256sum_seconds(file: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Runs per throughput figure; the median is reported, so one hiccup does not move a figure.
+const THROUGHPUT_RUNS: usize = 3;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u64]) {
     let section = format!("{backend:?}").to_lowercase();
     let env = bench
@@ -245,33 +254,33 @@ async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes:
     let (_nginx, nginx_base) = start_nginx(&files, &bench.work).await;
     for (index, size) in sizes.iter().enumerate() {
         let label = format!("{} MiB", size / MIB);
-        let file_name = format!("archive-{}.niso", size / MIB);
-        let file = files.join(&file_name);
-        if !file.exists() {
-            data::write_incompressible_archive(&file, "@bench/blob", "1.0.0", *size, index as u64);
-        }
-        let length = std::fs::metadata(&file).expect("archive").len();
-        // The same archive under a per-size package name, so each upload stores fresh chunks.
         let package = format!("@bench/blob-{}", size / MIB);
-        let archive_file = files.join(format!("upload-{}.niso", size / MIB));
-        data::write_incompressible_archive(
-            &archive_file,
-            &package,
-            "1.0.0",
-            *size,
-            1_000 + index as u64,
-        );
-        let hashing = sha256sum_seconds(&archive_file);
-        let seconds = bench
-            .upload_file(
-                &server,
-                &key,
-                &format!("/v1/packages/{package}/1.0.0/x86_64-linux"),
-                &archive_file,
-            )
-            .await;
-        let upload = mb_per_s(length, seconds);
-        let floor = mb_per_s(length, hashing);
+        let (mut hashing, mut uploads, mut downloads, mut nginx) = (vec![], vec![], vec![], vec![]);
+        let mut length = 0;
+        for run in 0..THROUGHPUT_RUNS {
+            // Fresh random content per run, so every upload stores new chunks.
+            let version = format!("1.0.{run}");
+            let file_name = format!("upload-{}-{run}.niso", size / MIB);
+            let file = files.join(&file_name);
+            let seed = 1_000 * (index as u64 + 1) + run as u64;
+            data::write_incompressible_archive(&file, &package, &version, *size, seed);
+            length = std::fs::metadata(&file).expect("archive").len();
+            hashing.push(mb_per_s(length, sha256sum_seconds(&file)));
+            let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
+            let seconds = bench.upload_file(&server, &key, &path, &file).await;
+            uploads.push(mb_per_s(length, seconds));
+            let (bytes, seconds) = bench
+                .download(&format!("{}{path}", server.base), None)
+                .await;
+            assert_eq!(bytes, length, "downloaded size");
+            downloads.push(mb_per_s(bytes, seconds));
+            let (bytes, seconds) = bench
+                .download(&format!("{nginx_base}/{file_name}"), None)
+                .await;
+            nginx.push(mb_per_s(bytes, seconds));
+            let _ = std::fs::remove_file(&file);
+        }
+        let (floor, upload) = (median(hashing), median(uploads));
         report.add(
             &section,
             format!("upload {label}: MB/s (× sha256sum)"),
@@ -280,14 +289,7 @@ async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes:
                 upload / floor
             ),
         );
-
-        let url = format!("{}/v1/packages/{package}/1.0.0/x86_64-linux", server.base);
-        let (bytes, seconds) = bench.download(&url, None).await;
-        let download = mb_per_s(bytes, seconds);
-        let (nginx_bytes, nginx_seconds) = bench
-            .download(&format!("{nginx_base}/{file_name}"), None)
-            .await;
-        let nginx = mb_per_s(nginx_bytes, nginx_seconds);
+        let (download, nginx) = (median(downloads), median(nginx));
         report.add(
             &section,
             format!("download {label}: MB/s (× nginx)"),
@@ -297,26 +299,30 @@ async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes:
             ),
         );
         if index + 1 == sizes.len() {
-            let (bytes, seconds) = bench
-                .download(
-                    &format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base),
-                    None,
-                )
-                .await;
+            let latest = format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base);
+            let mut runs = vec![];
+            for _ in 0..THROUGHPUT_RUNS {
+                let (bytes, seconds) = bench.download(&latest, None).await;
+                runs.push(mb_per_s(bytes, seconds));
+            }
             report.add(
                 &section,
                 format!("download {label} via latest/{{arch}}: MB/s"),
-                format!("{:.0}", mb_per_s(bytes, seconds)),
+                format!("{:.0}", median(runs)),
             );
+            let url = format!("{}/v1/packages/{package}/1.0.0/x86_64-linux", server.base);
             let range = format!("bytes={}-{}", length / 4, length * 3 / 4);
-            let (bytes, seconds) = bench.download(&url, Some(&range)).await;
+            let mut runs = vec![];
+            for _ in 0..THROUGHPUT_RUNS {
+                let (bytes, seconds) = bench.download(&url, Some(&range)).await;
+                runs.push(mb_per_s(bytes, seconds));
+            }
             report.add(
                 &section,
                 format!("download {label} middle-half Range: MB/s"),
-                format!("{:.0}", mb_per_s(bytes, seconds)),
+                format!("{:.0}", median(runs)),
             );
         }
-        let _ = std::fs::remove_file(&archive_file);
     }
 }
 
@@ -471,11 +477,18 @@ async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usiz
     }
 }
 
+/// The release server binary: `NISO_BENCH_SERVER_BIN` if set, else built with the `bench`
+/// profile: the profile `cargo bench` itself builds with, so the two builds share every
+/// dependency instead of re-running build scripts (ring, aws-lc) in turn and rebuilding the
+/// whole stack on every run.
 fn build_release_server(workspace: &Path) -> PathBuf {
+    if let Ok(binary) = std::env::var("NISO_BENCH_SERVER_BIN") {
+        return PathBuf::from(binary);
+    }
     eprintln!("building the release niso-server …");
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "niso-server"])
+            .args(["build", "--profile", "bench", "-p", "niso-server"])
             .current_dir(workspace)
             .status()
             .expect("cargo build");
@@ -483,6 +496,7 @@ fn build_release_server(workspace: &Path) -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace.join("target"));
+    // The bench profile inherits `release` and shares its output directory.
     target.join("release").join("niso-server")
 }
 
@@ -563,13 +577,26 @@ async fn main() {
         vec![64 * MIB, 256 * MIB]
     };
     let dedup_files = if quick { 32 } else { 256 };
+    // `NISO_BENCH_ONLY=memory,dedup` runs a subset while profiling one figure.
+    let only = std::env::var("NISO_BENCH_ONLY").unwrap_or_default();
+    let selected = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     for backend in &backends {
-        throughput(&bench, *backend, &mut report, &throughput_sizes).await;
-        memory(&bench, *backend, &mut report, &memory_sizes).await;
-        dedup(&bench, *backend, &mut report, dedup_files).await;
-        metadata::metadata(&bench, *backend, &mut report).await;
+        if selected("throughput") {
+            throughput(&bench, *backend, &mut report, &throughput_sizes).await;
+        }
+        if selected("memory") {
+            memory(&bench, *backend, &mut report, &memory_sizes).await;
+        }
+        if selected("dedup") {
+            dedup(&bench, *backend, &mut report, dedup_files).await;
+        }
+        if selected("metadata") {
+            metadata::metadata(&bench, *backend, &mut report).await;
+        }
     }
-    verdaccio::side_by_side(&bench, &mut report).await;
+    if selected("peer") {
+        verdaccio::side_by_side(&bench, &mut report).await;
+    }
     report.print();
     println!(
         "\nmachine: {}; {} s in all{}",

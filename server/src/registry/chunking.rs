@@ -1,11 +1,11 @@
 //! Streaming content-defined chunking (FastCDC 2020).
 //!
 //! The upload body arrives in arbitrary pieces; the chunker keeps at most one maximum-size
-//! chunk plus one piece buffered, so memory per upload is bounded whatever the archive size. A
+//! chunk buffered, so memory per upload is bounded whatever the archive size. A
 //! cut depends only on the bytes from the chunk's start, so cutting as bytes arrive gives exactly
 //! the chunks a whole-file pass would (a test checks it), which is what makes dedup work.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
 use crate::config::ChunkingSettings;
@@ -16,27 +16,39 @@ pub struct StreamChunker {
     max_size: usize,
     mask_s: u64,
     mask_l: u64,
-    buffer: BytesMut,
+    /// Bytes not yet cut: `buffer[start..]`. A fixed allocation, compacted in place, so an
+    /// upload holds one buffer of 1.5 × the maximum chunk size for its whole life (a growing
+    /// `BytesMut` reached 4 MiB per upload under the memory benchmark).
+    buffer: Vec<u8>,
+    start: usize,
 }
 
 impl StreamChunker {
     pub fn new(settings: ChunkingSettings) -> Self {
         let avg_size = settings.avg_size as usize;
+        let max_size = settings.max_size as usize;
         let (mask_s, mask_l) = select_masks(avg_size, Normalization::Level1);
         StreamChunker {
             min_size: settings.min_size as usize,
             avg_size,
-            max_size: settings.max_size as usize,
+            max_size,
             mask_s,
             mask_l,
-            buffer: BytesMut::with_capacity(settings.max_size as usize * 2),
+            buffer: Vec::with_capacity(max_size + max_size / 2),
+            start: 0,
         }
     }
 
-    /// Length of the next chunk at the front of the buffer.
-    fn next_cut(&self) -> usize {
+    fn pending(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// Cuts the next chunk off the front of the pending bytes and copies it out, so the chunk
+    /// costs only its own size while it is hashed and stored.
+    fn take_chunk(&mut self) -> Bytes {
+        let pending = self.pending();
         let (_, length) = cut(
-            &self.buffer,
+            pending,
             self.min_size,
             self.avg_size,
             self.max_size,
@@ -45,17 +57,29 @@ impl StreamChunker {
             self.mask_s << 1,
             self.mask_l << 1,
         );
-        length.max(1).min(self.buffer.len())
+        let length = length.max(1).min(pending.len());
+        let chunk = Bytes::copy_from_slice(&pending[..length]);
+        self.start += length;
+        chunk
     }
 
     /// Adds bytes; returns the chunks that are now complete.
-    pub fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
-        self.buffer.extend_from_slice(data);
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> {
         let mut chunks = Vec::new();
-        // With at least max_size bytes buffered the next cut can no longer move.
-        while self.buffer.len() >= self.max_size {
-            let length = self.next_cut();
-            chunks.push(self.buffer.split_to(length).freeze());
+        while !data.is_empty() {
+            let room = self.max_size - self.pending().len();
+            let (head, rest) = data.split_at(room.min(data.len()));
+            if self.buffer.len() + head.len() > self.buffer.capacity() {
+                self.buffer.copy_within(self.start.., 0);
+                self.buffer.truncate(self.buffer.len() - self.start);
+                self.start = 0;
+            }
+            self.buffer.extend_from_slice(head);
+            data = rest;
+            // With max_size bytes pending the next cut can no longer move.
+            while self.pending().len() >= self.max_size {
+                chunks.push(self.take_chunk());
+            }
         }
         chunks
     }
@@ -63,9 +87,8 @@ impl StreamChunker {
     /// Ends the stream: the remaining bytes as final chunks.
     pub fn finish(mut self) -> Vec<Bytes> {
         let mut chunks = Vec::new();
-        while !self.buffer.is_empty() {
-            let length = self.next_cut();
-            chunks.push(self.buffer.split_to(length).freeze());
+        while !self.pending().is_empty() {
+            chunks.push(self.take_chunk());
         }
         chunks
     }
