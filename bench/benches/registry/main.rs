@@ -477,26 +477,28 @@ async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usiz
     }
 }
 
-/// The release server binary: `NISO_BENCH_SERVER_BIN` if set, else built with the `bench`
-/// profile: the profile `cargo bench` itself builds with, so the two builds share every
-/// dependency instead of re-running build scripts (ring, aws-lc) in turn and rebuilding the
-/// whole stack on every run.
+/// The release server binary: `NISO_BENCH_SERVER_BIN` if set, else `cargo build --release -p
+/// niso-server` into its own target directory (`target/bench-server`). Built in the shared one,
+/// the server and this bench (whose dependencies unify features differently) re-ran each
+/// other's build scripts (ring, aws-lc) and rebuilt the whole stack on every run; apart, each is
+/// built once.
 fn build_release_server(workspace: &Path) -> PathBuf {
     if let Ok(binary) = std::env::var("NISO_BENCH_SERVER_BIN") {
         return PathBuf::from(binary);
     }
-    eprintln!("building the release niso-server …");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"))
+        .join("bench-server");
+    eprintln!("building the release niso-server into {} …", target.display());
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--profile", "bench", "-p", "niso-server"])
+            .args(["build", "--release", "-p", "niso-server", "--target-dir"])
+            .arg(&target)
             .current_dir(workspace)
             .status()
             .expect("cargo build");
     assert!(status.success(), "release build failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace.join("target"));
-    // The bench profile inherits `release` and shares its output directory.
     target.join("release").join("niso-server")
 }
 

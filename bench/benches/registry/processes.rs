@@ -118,7 +118,7 @@ pub async fn start_nginx(root: &Path, work: &Path) -> (Process, String) {
     std::fs::write(
         &config,
         format!(
-            "daemon off; worker_processes 1; pid {work}/nginx.pid; error_log {work}/nginx-error.log;\n\
+            "daemon off; master_process off; pid {work}/nginx.pid; error_log {work}/nginx-error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; sendfile on; tcp_nopush on;\n\
                client_body_temp_path {work}/nginx-body; proxy_temp_path {work}/nginx-proxy;\n\
