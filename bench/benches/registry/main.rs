@@ -490,7 +490,10 @@ fn build_release_server(workspace: &Path) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace.join("target"))
         .join("bench-server");
-    eprintln!("building the release niso-server into {} …", target.display());
+    eprintln!(
+        "building the release niso-server into {} …",
+        target.display()
+    );
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "--release", "-p", "niso-server", "--target-dir"])
