@@ -144,6 +144,21 @@ mod tests {
     }
 
     #[test]
+    fn the_buffer_never_grows_whatever_the_piece_sizes() {
+        let settings = ChunkingSettings::default();
+        let data = random_bytes(6 * 1024 * 1024, 11);
+        let mut chunker = StreamChunker::new(settings);
+        let capacity = chunker.buffer.capacity();
+        let mut pieces = data.chunks(3 * 1024 * 1024 + 17).chain(data.chunks(4_099));
+        pieces
+            .try_for_each(|piece| {
+                chunker.push(piece);
+                (chunker.buffer.capacity() == capacity).then_some(())
+            })
+            .expect("the chunker's buffer was reallocated");
+    }
+
+    #[test]
     fn empty_input_has_no_chunks() {
         let chunker = StreamChunker::new(ChunkingSettings::default());
         assert!(chunker.finish().is_empty());
