@@ -15,6 +15,19 @@ pub struct Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::chunk::Entity",
+        from = "Column::ChunkId",
+        to = "super::chunk::Column::Id"
+    )]
+    Chunk,
+}
+
+impl Related<super::chunk::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Chunk.def()
+    }
+}
 
 impl ActiveModelBehavior for ActiveModel {}

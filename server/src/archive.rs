@@ -54,7 +54,7 @@ const MAX_METADATA_BYTES: u64 = MIB;
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Pieces the feed may have in flight before `send` waits for the validator.
-const FEED_CAPACITY: usize = 4;
+const FEED_CAPACITY: usize = 2;
 
 const READ_CHUNK: usize = 64 * 1024;
 

@@ -10,9 +10,9 @@ pub mod openapi;
 pub mod package_path;
 pub mod packages;
 pub mod range;
+pub mod serve;
 pub mod system;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -179,12 +179,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve::serve_router(listener, router(state), shutdown).await
 }
 
 /// Serves `/metrics` on its own listener.

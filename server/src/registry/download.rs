@@ -1,4 +1,5 @@
-//! Downloads: an archive is streamed by reading its chunks in order with a small read-ahead, so
+//! Downloads: an archive is streamed by reading its chunks in order with a small read-ahead (the
+//! store's [`crate::storage::ObjectStore::read_ahead`]), so
 //! memory is bounded by a few chunks whatever the archive size. Ranges select the chunks that
 //! overlap them and trim the first and last.
 
@@ -12,9 +13,6 @@ use entity::{chunk, package, package_version};
 
 use super::Registry;
 use crate::error::{Error, Result};
-
-/// Chunks fetched ahead of the one being sent.
-const READ_AHEAD: usize = 4;
 
 /// A resolved download: the version and its chunk list.
 pub struct Download {
@@ -48,6 +46,7 @@ impl Download {
                 })
             })
             .collect();
+        let read_ahead = registry.store.read_ahead().max(1);
         stream::iter(pieces)
             .map(move |(chunk, slice)| {
                 let registry = registry.clone();
@@ -65,7 +64,7 @@ impl Download {
                     Ok(bytes.slice(slice))
                 }
             })
-            .buffered(READ_AHEAD)
+            .buffered(read_ahead)
     }
 }
 

@@ -3,6 +3,7 @@
 //! the workspace talks SQL.
 
 pub mod accounts;
+pub mod chunk_pipeline;
 pub mod chunk_store;
 pub mod chunking;
 pub mod download;
@@ -30,6 +31,7 @@ use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 
+pub use chunk_pipeline::ChunkBudget;
 pub use download_counter::DownloadCounter;
 
 /// The knobs of the domain layer, taken from `Config`.
@@ -61,6 +63,7 @@ pub struct Registry {
     pub(crate) settings: RegistrySettings,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) download_counter: DownloadCounter,
+    pub(crate) chunk_budget: ChunkBudget,
 }
 
 impl Registry {
@@ -78,6 +81,7 @@ impl Registry {
             settings,
             metrics,
             download_counter: DownloadCounter::default(),
+            chunk_budget: ChunkBudget::new(chunk_pipeline::DEFAULT_BUDGET_BYTES),
         }
     }
 

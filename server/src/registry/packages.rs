@@ -139,14 +139,22 @@ impl Registry {
         limit: u64,
         offset: u64,
     ) -> Result<Vec<package_version::Model>> {
-        let package = self.visible_package(name).await?;
-        Ok(package_version::Entity::find()
-            .filter(package_version::Column::PackageId.eq(package.id))
+        // One query through the package join in the common case: on SQLite every query is a
+        // round trip to a worker thread, which dominated this endpoint's cost.
+        let versions = package_version::Entity::find()
+            .inner_join(package::Entity)
+            .filter(package::Column::Name.eq(name.as_str()))
+            .filter(package::Column::LatestVersion.is_not_null())
             .order_by_asc(package_version::Column::Id)
             .limit(limit)
             .offset(offset)
             .all(&self.db)
-            .await?)
+            .await?;
+        if versions.is_empty() {
+            // An unknown package is a 404; a page past the end of a known one is empty.
+            self.visible_package(name).await?;
+        }
+        Ok(versions)
     }
 
     /// Resolves a version reference: an exact version, `latest`, or a tag. `latest` for an arch
@@ -163,31 +171,41 @@ impl Registry {
         if let Some(arch) = arch {
             versions = versions.filter(package_version::Column::Arch.eq(arch));
         }
-        let version_text = if reference == LATEST {
-            let candidates = versions.clone().all(&self.db).await?;
-            let parsed: Vec<semver::Version> = candidates
-                .iter()
-                .filter_map(|v| semver::Version::parse(&v.version).ok())
-                .collect();
-            latest_version(parsed.iter())
-                .map(|v| v.to_string())
-                .ok_or_else(|| not_found_version(name, reference, arch))?
-        } else if parse_version(reference).is_ok() {
-            reference.to_owned()
+        let version = if reference == LATEST {
+            // The candidates are all rows already: pick the latest version's first upload
+            // (the manifest source when no arch is given) without another query.
+            let candidates = versions.all(&self.db).await?;
+            let latest = latest_version(
+                candidates
+                    .iter()
+                    .filter_map(|v| semver::Version::parse(&v.version).ok())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+            .map(|v| v.to_string())
+            .ok_or_else(|| not_found_version(name, reference, arch))?;
+            candidates
+                .into_iter()
+                .filter(|v| v.version == latest)
+                .min_by_key(|v| v.id)
         } else {
-            tag::Entity::find_by_id((package.id, reference.to_owned()))
+            let version_text = if parse_version(reference).is_ok() {
+                reference.to_owned()
+            } else {
+                tag::Entity::find_by_id((package.id, reference.to_owned()))
+                    .one(&self.db)
+                    .await?
+                    .map(|tag| tag.version)
+                    .ok_or_else(|| not_found_version(name, reference, arch))?
+            };
+            // The first upload of that version (for the manifest when no arch is given).
+            versions
+                .filter(package_version::Column::Version.eq(version_text))
+                .order_by_asc(package_version::Column::Id)
                 .one(&self.db)
                 .await?
-                .map(|tag| tag.version)
-                .ok_or_else(|| not_found_version(name, reference, arch))?
         };
-        // The first upload of that version (for the manifest when no arch is given).
-        let version = versions
-            .filter(package_version::Column::Version.eq(version_text))
-            .order_by_asc(package_version::Column::Id)
-            .one(&self.db)
-            .await?
-            .ok_or_else(|| not_found_version(name, reference, arch))?;
+        let version = version.ok_or_else(|| not_found_version(name, reference, arch))?;
         Ok((package, version))
     }
 
@@ -242,28 +260,15 @@ impl Registry {
         &self,
         version_id: i64,
     ) -> Result<Vec<(version_chunk::Model, entity::chunk::Model)>> {
-        let references = version_chunk::Entity::find()
+        version_chunk::Entity::find()
+            .find_also_related(entity::chunk::Entity)
             .filter(version_chunk::Column::VersionId.eq(version_id))
             .order_by_asc(version_chunk::Column::Position)
             .all(&self.db)
-            .await?;
-        let mut ids: Vec<i64> = references.iter().map(|r| r.chunk_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut chunks = std::collections::HashMap::new();
-        for batch in ids.chunks(500) {
-            for chunk in entity::chunk::Entity::find()
-                .filter(entity::chunk::Column::Id.is_in(batch.to_vec()))
-                .all(&self.db)
-                .await?
-            {
-                chunks.insert(chunk.id, chunk);
-            }
-        }
-        references
+            .await?
             .into_iter()
-            .map(|reference| {
-                let chunk = chunks.get(&reference.chunk_id).cloned().ok_or_else(|| {
+            .map(|(reference, chunk)| {
+                let chunk = chunk.ok_or_else(|| {
                     Error::internal(format!(
                         "chunk {} of a version is missing",
                         reference.chunk_id

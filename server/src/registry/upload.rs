@@ -10,7 +10,7 @@
 use std::pin::pin;
 
 use bytes::Bytes;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     QueryFilter, Set, TransactionTrait,
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use entity::{namespace, package, package_version, upload, upload_chunk, version_chunk};
 
+use super::chunk_pipeline::ChunkPipeline;
 use super::chunk_store::{StoredChunk, release_upload_row};
 use super::chunking::StreamChunker;
 use super::{Registry, is_unique_violation, now};
@@ -26,9 +27,6 @@ use crate::archive::{ArchiveLimits, Manifest, spawn_validator};
 use crate::error::{Error, Result};
 use crate::names::PackageName;
 
-/// Chunks being hashed/compressed/stored at once per upload: enough to overlap object-store
-/// latency, few enough to keep memory at a few MiB.
-const CHUNKS_IN_FLIGHT: usize = 4;
 /// Rows per INSERT of a version's chunk list (well under SQLite's bound-parameter limit).
 const CHUNK_ROWS_PER_INSERT: usize = 500;
 
@@ -125,20 +123,17 @@ impl Registry {
         let mut chunker = StreamChunker::new(self.settings.chunking);
         let mut checksum = Sha256::new();
         let mut total: u64 = 0;
-        let mut in_flight = FuturesOrdered::new();
-        let mut stored: Vec<StoredChunk> = Vec::new();
+        let mut pipeline = ChunkPipeline::new(self);
         let mut validator_stopped = false;
         let mut body = pin!(body);
 
         loop {
             // The chunks in flight keep being stored while the next piece of the body is
-            // awaited: futures in `in_flight` only progress while polled, and a slow (or
-            // paused) client must not leave stored objects without their rows meanwhile.
+            // awaited (see `ChunkPipeline::next_stored`).
             let next = tokio::select! {
                 next = body.next() => next,
-                Some(result) = in_flight.next(), if !in_flight.is_empty() => {
-                    stored.push(result?);
-                    self.renew_upload(&mut lease).await?;
+                Some(result) = pipeline.next_stored(), if !pipeline.is_idle() => {
+                    pipeline.record(result, &mut lease).await?;
                     continue;
                 }
             };
@@ -158,16 +153,10 @@ impl Registry {
                 break;
             }
             for chunk in chunker.push(&piece) {
-                if in_flight.len() >= CHUNKS_IN_FLIGHT
-                    && let Some(result) = in_flight.next().await
-                {
-                    stored.push(result?);
-                    self.renew_upload(&mut lease).await?;
-                }
-                in_flight.push_back(self.store_chunk(lease.id, chunk));
+                pipeline.submit(chunk, &mut lease).await?;
             }
         }
-        let manifest: Manifest = if validator_stopped {
+        let (manifest, stored): (Manifest, _) = if validator_stopped {
             drop(feed);
             match validator.await {
                 Ok(Err(error)) => return Err(error.into()),
@@ -177,15 +166,14 @@ impl Registry {
             }
         } else {
             for chunk in chunker.finish() {
-                in_flight.push_back(self.store_chunk(lease.id, chunk));
+                pipeline.submit(chunk, &mut lease).await?;
             }
-            while let Some(result) = in_flight.next().await {
-                stored.push(result?);
-            }
+            let stored = pipeline.finish(&mut lease).await?;
             feed.finish();
-            validator.await.map_err(|error| {
+            let manifest = validator.await.map_err(|error| {
                 Error::internal(format!("archive validator panicked: {error}"))
-            })??
+            })??;
+            (manifest, stored)
         };
         check_manifest_matches(&manifest, &target)?;
         if total == 0 {

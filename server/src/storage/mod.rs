@@ -46,6 +46,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StorageError>;
     /// Where the objects live, for logs (`local:/path`, `s3://bucket@endpoint`); never secrets.
     fn describe(&self) -> String;
+    /// Objects a download fetches ahead of the one it is sending: enough to hide this store's
+    /// latency, each one costing a chunk of memory per download.
+    fn read_ahead(&self) -> usize {
+        4
+    }
 }
 
 /// Accepts only relative keys made of non-empty `/`-separated segments, with no `..`, no
