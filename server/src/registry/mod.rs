@@ -42,6 +42,8 @@ pub struct RegistrySettings {
     pub upload_lease: Duration,
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
+    pub chunk_budget_bytes: usize,
 }
 
 impl RegistrySettings {
@@ -52,6 +54,7 @@ impl RegistrySettings {
             upload_lease: config.upload_lease,
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
+            chunk_budget_bytes: chunk_pipeline::DEFAULT_BUDGET_BYTES,
         }
     }
 }
@@ -75,13 +78,14 @@ impl Registry {
     ) -> Registry {
         let mut db = db;
         crate::metrics::observe_database(&mut db, &metrics);
+        let chunk_budget = ChunkBudget::new(settings.chunk_budget_bytes);
         Registry {
             db,
             store,
             settings,
             metrics,
             download_counter: DownloadCounter::default(),
-            chunk_budget: ChunkBudget::new(chunk_pipeline::DEFAULT_BUDGET_BYTES),
+            chunk_budget,
         }
     }
 
@@ -128,6 +132,10 @@ impl Registry {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn chunk_budget(&self) -> &ChunkBudget {
+        &self.chunk_budget
     }
 
     /// Readiness: the database and the object store both answer.

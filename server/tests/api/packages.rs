@@ -27,6 +27,7 @@ for_each_backend!(
     delete_then_download_is_404_and_the_version_can_be_uploaded_again,
     existing_version_and_arch_is_a_conflict,
     concurrent_uploads_of_one_version_have_exactly_one_winner,
+    concurrent_uploads_share_a_chunk_budget_of_one_chunk,
     uploads_need_a_valid_key_with_scope_and_membership,
     deletes_need_admin_or_owner_membership,
     unknown_packages_versions_arches_and_namespaces_are_404,
@@ -1119,6 +1120,41 @@ async fn concurrent_uploads_of_one_version_have_exactly_one_winner(backend: Back
     assert_eq!(version_pairs(&app, name).await, pairs(&[("1.0.0", ARCH)]));
     let manifest = chunk_manifest(&app, name, "1.0.0", ARCH).await;
     assert_eq!(manifest["checksum"], sha256_hex(winner));
+}
+
+/// The server-wide chunk budget at its smallest (one chunk at a time across all uploads):
+/// uploads that find it spent wait for each other's chunks instead of deadlocking, every one
+/// commits intact, and the whole budget is free again afterwards.
+async fn concurrent_uploads_share_a_chunk_budget_of_one_chunk(backend: Backend) {
+    let mut settings = test_settings();
+    settings.chunk_budget_bytes = 1;
+    let app = TestApp::with_settings(backend, settings).await;
+    let key = app.register("alice").await;
+    let archives: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| {
+            let name = format!("@alice/budget-{i}");
+            let archive = random_archive(&name, "1.0.0", 2 * 1024 * 1024, 300 + i);
+            (name, archive)
+        })
+        .collect();
+    let uploads = futures::future::join_all(
+        archives
+            .iter()
+            .map(|(name, archive)| app.upload(&key, name, "1.0.0", ARCH, archive.clone())),
+    );
+    // A deadlock would hang here: fail instead.
+    let results = tokio::time::timeout(std::time::Duration::from_secs(120), uploads)
+        .await
+        .expect("the uploads deadlocked on the chunk budget");
+    for ((name, archive), (status, body)) in archives.iter().zip(&results) {
+        assert_eq!(*status, StatusCode::CREATED, "{name}: {body}");
+        let (status, _, bytes) = app
+            .download(&format!("/v1/packages/{name}/1.0.0/{ARCH}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(bytes == *archive, "{name} came back different");
+    }
+    assert_eq!(app.registry.chunk_budget().reserved_bytes(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ pub fn test_settings() -> RegistrySettings {
         upload_lease: std::time::Duration::from_secs(900),
         login_max_failures: 5,
         login_window: std::time::Duration::from_secs(300),
+        chunk_budget_bytes: niso_server::registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
     }
 }
 
