@@ -16,7 +16,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{ObjectStore, StorageError, validate_key};
 
@@ -26,9 +26,6 @@ const DEFAULT_REGION: &str = "us-east-1";
 /// Standard retry mode with exponential backoff and jitter: rides out a restarting server or a
 /// throttling burst without hammering it.
 const MAX_ATTEMPTS: u32 = 5;
-/// Most a GET allocates up front from the response's Content-Length (objects are chunks of at
-/// most a few MiB; a bigger claim is read as it comes instead of trusted).
-const MAX_PREALLOCATED: i64 = 64 * 1024 * 1024;
 
 /// Where and how to reach the bucket (from `NISO_S3_*`).
 #[derive(Clone, Default)]
@@ -236,21 +233,13 @@ impl ObjectStore for S3Store {
                 }
                 Err(e) => return Err(unavailable("get", key, &e)),
             };
-            // Into one buffer sized from the response: collecting the pieces first and then
-            // joining them held every object twice (servers may send it in 4 KiB pieces).
-            let expected = output.content_length().unwrap_or(0).clamp(0, MAX_PREALLOCATED);
-            let mut buffer = BytesMut::with_capacity(expected as usize);
-            let mut body = output.body;
-            while let Some(piece) = body.next().await {
-                let piece = piece.map_err(|e| {
-                    StorageError::Unavailable(format!(
-                        "get {key}: reading the body: {}",
-                        DisplayErrorContext(&e)
-                    ))
-                })?;
-                buffer.extend_from_slice(&piece);
-            }
-            Ok(buffer.freeze())
+            let body = output.body.collect().await.map_err(|e| {
+                StorageError::Unavailable(format!(
+                    "get {key}: reading the body: {}",
+                    DisplayErrorContext(&e)
+                ))
+            })?;
+            Ok(body.into_bytes())
         })
         .await
     }
