@@ -1,7 +1,7 @@
 //! Downloads: an archive is streamed by reading its chunks in order with a small read-ahead (the
-//! store's [`crate::storage::ObjectStore::read_ahead`]), so
-//! memory is bounded by a few chunks whatever the archive size. Ranges select the chunks that
-//! overlap them and trim the first and last.
+//! store's [`crate::storage::ObjectStore::read_ahead`]), so memory is bounded by a few chunks
+//! whatever the archive size. Ranges select the chunks that overlap them and trim the first and
+//! last.
 
 use std::ops::Range;
 use std::sync::Arc;
