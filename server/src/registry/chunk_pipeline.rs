@@ -63,7 +63,7 @@ impl ChunkBudget {
             .expect("the chunk budget's semaphore is never closed")
     }
 
-    /// Bytes currently reserved (for tests and metrics).
+    /// Bytes currently reserved (tests check that finished uploads release everything).
     pub fn reserved_bytes(&self) -> usize {
         (self.total_units as usize - self.permits.available_permits()) * UNIT
     }

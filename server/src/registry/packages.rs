@@ -69,11 +69,7 @@ impl Registry {
             .filter(package_version::Column::PackageId.eq(package_id))
             .all(connection)
             .await?;
-        let parsed: Vec<semver::Version> = versions
-            .iter()
-            .filter_map(|v| semver::Version::parse(&v.version).ok())
-            .collect();
-        let latest = latest_version(parsed.iter()).map(|v| v.to_string());
+        let latest = latest_version_text(&versions);
         let description = latest.as_ref().and_then(|latest| {
             versions
                 .iter()
@@ -175,15 +171,8 @@ impl Registry {
             // The candidates are all rows already: pick the latest version's first upload
             // (the manifest source when no arch is given) without another query.
             let candidates = versions.all(&self.db).await?;
-            let latest = latest_version(
-                candidates
-                    .iter()
-                    .filter_map(|v| semver::Version::parse(&v.version).ok())
-                    .collect::<Vec<_>>()
-                    .iter(),
-            )
-            .map(|v| v.to_string())
-            .ok_or_else(|| not_found_version(name, reference, arch))?;
+            let latest = latest_version_text(&candidates)
+                .ok_or_else(|| not_found_version(name, reference, arch))?;
             candidates
                 .into_iter()
                 .filter(|v| v.version == latest)
@@ -278,6 +267,15 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// The text of the latest of these versions (see `names::latest_version`), as stored.
+fn latest_version_text(versions: &[package_version::Model]) -> Option<String> {
+    let parsed: Vec<semver::Version> = versions
+        .iter()
+        .filter_map(|v| semver::Version::parse(&v.version).ok())
+        .collect();
+    latest_version(parsed.iter()).map(|v| v.to_string())
 }
 
 fn not_found_version(name: &PackageName, reference: &str, arch: Option<&str>) -> Error {
