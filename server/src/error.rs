@@ -30,6 +30,24 @@ pub enum Error {
     RangeNotSatisfiable { message: String, size: u64 },
     #[error("too many failed attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A per-client limit was hit (429 with `Retry-After`): too many concurrent uploads for one
+    /// key, too many registrations from one address. The message says which limit.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The server is at a server-wide capacity limit (503 with `Retry-After`): concurrent
+    /// uploads, password hashing, decompression memory. The message says which; it is not a
+    /// fault, so it is safe to show.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The client stopped sending its request body for longer than the idle timeout (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A dependency (database, object storage) is down or timing out.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
@@ -49,7 +67,11 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,11 +106,23 @@ impl IntoResponse for Error {
         let body = serde_json::json!({ "error": self.public_message() });
         let mut response = (status, axum::Json(body)).into_response();
         match self {
-            Error::RateLimited { retry_after_secs } => {
+            Error::RateLimited { retry_after_secs }
+            | Error::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | Error::Overloaded {
+                retry_after_secs, ..
+            } => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from(retry_after_secs.max(1)),
                 );
+            }
+            Error::RequestTimeout(_) => {
+                // The body was not read to its end: the connection cannot be reused.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             Error::RangeNotSatisfiable { size, .. } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
