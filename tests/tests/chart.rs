@@ -1,12 +1,14 @@
 //! The Helm chart's tests (charts/niso/tests/test_chart.py): lint and render on a real Helm
 //! engine (helm-python-sdk) and strict offline Kubernetes schema validation
-//! (kubernetes-validate). Run from here so `cargo test --workspace` covers the chart. Missing
-//! Python or packages is a failure, never a skip.
+//! (kubernetes-validate). Run from here so the suite covers the chart. Missing Python or
+//! packages is a failure, never a skip: `cargo xtask test` (the README's test command) creates a
+//! virtual environment with the pinned packages and names its interpreter in `NISO_TEST_PYTHON`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
-const INSTALL_HINT: &str = "pip install helm-python-sdk kubernetes-validate";
+const INSTALL_HINT: &str =
+    "run the suite with `cargo xtask test`, which installs tests/python-requirements.txt";
 
 fn python() -> String {
     std::env::var("NISO_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
