@@ -224,11 +224,18 @@ impl TestApp {
 
     /// An unlinked `admin:*` key, as `niso-server keys create` makes.
     pub async fn admin_key(&self) -> String {
-        self.registry
-            .create_key_unchecked(None, "test-admin", "admin:*", None)
+        self.system_key(None, "test-admin", "admin:*").await.1
+    }
+
+    /// A key made with the registry operator's authority (like `niso-server keys create
+    /// [--user USER]`): any scope, linked to `user` if given. Returns its id and value.
+    pub async fn system_key(&self, user: Option<&str>, name: &str, scope: &str) -> (i64, String) {
+        let created = self
+            .registry
+            .create_key_unchecked(user, name, scope, None)
             .await
-            .expect("admin key")
-            .plaintext
+            .unwrap_or_else(|error| panic!("system key {name} ({scope}): {error}"));
+        (created.id, created.plaintext)
     }
 
     pub async fn upload(
