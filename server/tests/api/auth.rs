@@ -738,7 +738,13 @@ async fn user_keys_cannot_escalate(backend: Backend) {
     // Not even a key whose own scope holds admin (created by the registry operator).
     let rooted = app
         .registry
-        .create_key_unchecked(Some("nina"), "rooted", "admin:*", None)
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("nina"),
+            "rooted",
+            "admin:*",
+            None,
+        )
         .await
         .expect("operator key")
         .plaintext;
@@ -982,7 +988,13 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let past = chrono::Utc::now().naive_utc() - chrono::Duration::minutes(1);
     let expired = app
         .registry
-        .create_key_unchecked(Some("sven"), "old", "pull:*", Some(past))
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("sven"),
+            "old",
+            "pull:*",
+            Some(past),
+        )
         .await
         .expect("expired key")
         .plaintext;
@@ -990,7 +1002,13 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let future = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
     let valid = app
         .registry
-        .create_key_unchecked(Some("sven"), "new", "pull:*", Some(future))
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("sven"),
+            "new",
+            "pull:*",
+            Some(future),
+        )
         .await
         .expect("key")
         .plaintext;
@@ -1140,7 +1158,9 @@ async fn namespace_admin_keys_manage_only_themselves(backend: Backend) {
     let (root_id, root) = app.system_key(None, "root", "admin:*").await;
     let (spare_id, spare) = app.system_key(None, "spare-root", "admin:*").await;
     let (deployer_id, deployer) = app.system_key(None, "deployer", "pull:*").await;
-    let (team_id, team_admin) = app.system_key(None, "team-a-admin", "admin:@team-a/*").await;
+    let (team_id, team_admin) = app
+        .system_key(None, "team-a-admin", "admin:@team-a/*")
+        .await;
     let (other_team_id, _) = app
         .system_key(None, "team-b-admin", "admin:@team-b/*")
         .await;
@@ -1223,9 +1243,17 @@ async fn scopes_are_echoed_as_written(backend: Backend) {
     let admin = app.admin_key().await;
     for (caller, scope, echoed) in [
         (&key, "push:@wren/*,pull:*", "push:@wren/*,pull:*"),
-        (&key, "delete:@wren/app,pull:@wren/*,push:*", "delete:@wren/app,pull:@wren/*,push:*"),
+        (
+            &key,
+            "delete:@wren/app,pull:@wren/*,push:*",
+            "delete:@wren/app,pull:@wren/*,push:*",
+        ),
         // Blanks around items are not part of what was asked; the order is.
-        (&key, " push:@wren/x , pull:@wren/*", "push:@wren/x,pull:@wren/*"),
+        (
+            &key,
+            " push:@wren/x , pull:@wren/*",
+            "push:@wren/x,pull:@wren/*",
+        ),
         (&admin, "admin:@wren/*,pull:*", "admin:@wren/*,pull:*"),
         (&admin, "pull:@b/*,pull:@a/*", "pull:@b/*,pull:@a/*"),
     ] {

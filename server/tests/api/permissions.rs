@@ -273,9 +273,7 @@ impl Fixture {
             Endpoint::ListVersions => get(format!("/v1/packages/{PACKAGE}/versions")).await,
             Endpoint::Manifest => get(format!("/v1/packages/{PACKAGE}/1.0.0/manifest")).await,
             Endpoint::Download => get(format!("/v1/packages/{PACKAGE}/1.0.0/{ARCH}")).await,
-            Endpoint::DownloadLatest => {
-                get(format!("/v1/packages/{PACKAGE}/latest/{ARCH}")).await
-            }
+            Endpoint::DownloadLatest => get(format!("/v1/packages/{PACKAGE}/latest/{ARCH}")).await,
             Endpoint::ChunkManifest => {
                 get(format!("/v1/packages/{PACKAGE}/1.0.0/{ARCH}/chunks")).await
             }
