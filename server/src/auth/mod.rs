@@ -13,7 +13,15 @@ use scope::ScopeSet;
 /// Who a request acts as: an API key, possibly linked to a user.
 ///
 /// Only `Registry::authenticate` makes one (the private `_authenticated` field keeps the struct
-/// literal out of reach elsewhere), so a principal always stands for a live key.
+/// literal out of reach elsewhere), so a principal always stands for a live key:
+///
+/// ```compile_fail
+/// let forged = niso_server::auth::Principal {
+///     key_id: 1,
+///     user: None,
+///     scope: "admin:*".parse().unwrap(),
+/// };
+/// ```
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub key_id: i64,

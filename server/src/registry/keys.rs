@@ -112,7 +112,7 @@ impl Registry {
         scope: &str,
     ) -> Result<CreatedKey> {
         let name = validate_key_name(name)?;
-        let permit = self.authorize_new_key(principal, scope.parse()?)?;
+        let permit = self.authorize_new_key(principal, parse_new_scope(scope)?)?;
         self.issue_key(&permit, &name, None).await
     }
 
@@ -128,7 +128,7 @@ impl Registry {
     ) -> Result<CreatedKey> {
         let name = validate_key_name(name)?;
         let permit = self
-            .key_permit_by_authority(authority, username, scope.parse()?)
+            .key_permit_by_authority(authority, username, parse_new_scope(scope)?)
             .await?;
         self.issue_key(&permit, &name, expires_at).await
     }
@@ -244,6 +244,20 @@ impl Registry {
             .await?;
         Ok(())
     }
+}
+
+/// The longest scope a new key may have, in bytes (the same bound as the ApiKey resource's
+/// `scope`). The scope is stored as written and every request's checks walk it, so its size
+/// is bounded here rather than by whatever body size a route accepts.
+pub const MAX_SCOPE_BYTES: usize = 4096;
+
+fn parse_new_scope(scope: &str) -> Result<ScopeSet> {
+    if scope.len() > MAX_SCOPE_BYTES {
+        return Err(Error::BadRequest(format!(
+            "the scope is longer than {MAX_SCOPE_BYTES} bytes"
+        )));
+    }
+    Ok(scope.parse()?)
 }
 
 fn validate_key_name(name: &str) -> Result<String> {

@@ -136,6 +136,25 @@ impl PackageAction for Delete {
 }
 
 /// Proof that the grantee may perform `A` on `package`, whose namespace exists.
+///
+/// Only the checks in this module make one; elsewhere, the struct cannot be written:
+///
+/// ```compile_fail
+/// # use niso_server::registry::permissions::{PackagePermit, Delete};
+/// fn forge(namespace: entity::namespace::Model, package: niso_server::names::PackageName)
+///     -> PackagePermit<Delete> {
+///     PackagePermit { namespace, package, grantee: todo!(), action: Default::default() }
+/// }
+/// ```
+///
+/// and a permit for one action does not open another's operation:
+///
+/// ```compile_fail
+/// # use niso_server::registry::{Registry, permissions::{PackagePermit, Push}};
+/// async fn delete(registry: &Registry, permit: &PackagePermit<Push>) {
+///     registry.delete_version(permit, "1.0.0", "x86_64-linux").await.unwrap();
+/// }
+/// ```
 #[derive(Debug)]
 pub struct PackagePermit<A: PackageAction> {
     namespace: namespace::Model,

@@ -1282,6 +1282,19 @@ async fn scopes_are_echoed_as_written(backend: Backend) {
         .upload(&ordered, "@other/app", "1.0.0", "x86_64-linux", archive)
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // What is stored as written is bounded: a scope over 4096 bytes is refused, even one
+    // that says little (the same item many times).
+    let long = vec!["pull:@wren/*"; 400].join(",");
+    assert!(long.len() > 4096);
+    assert_error(
+        create_key(&app, &key, "long", &long).await,
+        StatusCode::BAD_REQUEST,
+    );
+    let fits = vec!["pull:@wren/*"; 300].join(",");
+    let (status, body) = create_key(&app, &key, "fits", &fits).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["scope"], fits.as_str());
+
     // Covering is judged on meaning: a key may mint the same grants in another order.
     let (status, body) = create_key(&app, &ordered, "reordered", "pull:*,push:@wren/*").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
