@@ -319,8 +319,9 @@ impl Registry {
             .ok_or_else(|| Error::not_found(format!("chunk {hash}")))
     }
 
-    /// `PUT /v1/chunks/{hash}`: stores a single chunk after checking its hash. Like any chunk
-    /// no version references, it is collected after the grace period unless an upload uses it.
+    /// `PUT /v1/chunks/{hash}`: stores a single chunk after checking its hash (the permit is
+    /// the proof of `admin:*`). Like any chunk no version references, it is collected after
+    /// the grace period unless an upload uses it.
     pub async fn put_chunk(
         &self,
         _permit: &ChunkUploadPermit,
