@@ -160,7 +160,7 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
                 // Recorded: now the old key (and any orphan of an interrupted rotation) goes.
                 let revoked = ctx
                     .registry
-                    .revoke_keys_named(&key_name(key), Some(created.id))
+                    .revoke_keys_named(&ctx.authority, &key_name(key), Some(created.id))
                     .await?;
                 let (reason, action) = if revoked > 0 || previous.key_id.is_some() {
                     ("KeyRotated", "Rotate")
@@ -239,7 +239,7 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
     let mut rotate: Option<&str> = None;
     match previous.key_id {
         None => rotate = Some("new"),
-        Some(id) => match registry.managed_key(id).await? {
+        Some(id) => match registry.managed_key(&ctx.authority, id).await? {
             None => rotate = Some("the key is gone from the registry"),
             Some(live) if live.revoked => rotate = Some("the key was revoked in the registry"),
             Some(_) => {}
@@ -331,7 +331,9 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
     if expired {
         // A key that would be born expired is not made, and the one that was live goes: the
         // resource asks for no working key after expiresAt.
-        registry.revoke_keys_named(&key_name(key), None).await?;
+        registry
+            .revoke_keys_named(&ctx.authority, &key_name(key), None)
+            .await?;
         return Ok(Outcome {
             status: ApiKeyStatus {
                 key_id: None,
@@ -359,7 +361,8 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
     }
 
     let created = match registry
-        .create_key_unchecked(
+        .create_key_by_authority(
+            &ctx.authority,
             desired.user.as_deref(),
             &key_name(key),
             &desired.scope,
@@ -378,7 +381,10 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
     };
     if let Err(error) = write_secret(key, ctx, &desired.secret_name, &created.plaintext).await {
         // Nobody will ever see this key: take it back before reporting the failure.
-        if let Err(revoke_error) = registry.revoke_key(created.id).await {
+        if let Err(revoke_error) = registry
+            .revoke_key_by_authority(&ctx.authority, created.id)
+            .await
+        {
             tracing::warn!(error = %revoke_error, key_id = created.id, "cannot revoke unused key");
         }
         return Err(error);
@@ -543,12 +549,14 @@ async fn write_status(
 
 async fn cleanup(key: &ApiKey, ctx: &Context) -> Result<Action> {
     let registry = &ctx.registry;
-    let mut revoked = registry.revoke_keys_named(&key_name(key), None).await?;
+    let mut revoked = registry
+        .revoke_keys_named(&ctx.authority, &key_name(key), None)
+        .await?;
     if let Some(id) = key.status.as_ref().and_then(|status| status.key_id)
-        && let Some(live) = registry.managed_key(id).await?
+        && let Some(live) = registry.managed_key(&ctx.authority, id).await?
         && !live.revoked
     {
-        registry.revoke_key(id).await?;
+        registry.revoke_key_by_authority(&ctx.authority, id).await?;
         revoked += 1;
     }
     if revoked > 0 {

@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use niso_server::registry::Registry;
+use niso_server::registry::permissions::SystemAuthority;
 
 use crate::metrics::Metrics;
 
@@ -44,6 +45,9 @@ impl Settings {
 pub struct Context {
     pub client: Client,
     pub registry: Arc<Registry>,
+    /// The operator acts on the registry as its root of trust: its custom resources are the
+    /// source of truth for the namespaces and keys it manages.
+    pub authority: SystemAuthority,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     reporter: Reporter,
@@ -93,6 +97,7 @@ impl Context {
         Context {
             client,
             registry,
+            authority: SystemAuthority::root_of_trust(MANAGER),
             metrics,
             settings,
             reporter: Reporter {

@@ -237,11 +237,17 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
             outcome.adopted = !view.managed;
         }
         Err(niso_server::Error::NotFound(_)) => {
-            let owner_user = registry
-                .find_user_by_name(owner)
-                .await?
-                .ok_or_else(|| Error::UserNotFound(format!("no registry user {owner}")))?;
-            match registry.create_org_for_user(owner_user.id, name).await {
+            let owner_user = match registry
+                .user_permit_by_authority(&ctx.authority, owner)
+                .await
+            {
+                Ok(permit) => permit,
+                Err(niso_server::Error::NotFound(_)) => {
+                    return Err(Error::UserNotFound(format!("no registry user {owner}")));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            match registry.create_org(&owner_user, name).await {
                 Ok(_) => outcome.created = true,
                 Err(niso_server::Error::Conflict(message)) => {
                     return Err(Error::NameTaken(message));
@@ -251,8 +257,13 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
         }
         Err(error) => return Err(error.into()),
     }
-    registry.set_namespace_managed(name, true).await?;
-    outcome.changes = match registry.converge_members(name, &desired).await {
+    registry
+        .set_namespace_managed(&ctx.authority, name, true)
+        .await?;
+    outcome.changes = match registry
+        .converge_members(&ctx.authority, name, &desired)
+        .await
+    {
         Ok(changes) => changes,
         Err(niso_server::Error::NotFound(message)) => return Err(Error::UserNotFound(message)),
         Err(niso_server::Error::BadRequest(message)) => return Err(Error::InvalidSpec(message)),
@@ -341,7 +352,7 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
     let Ok(name) = registry_name(rns) else {
         return Ok(Action::await_change());
     };
-    let registry = &ctx.registry;
+    let (registry, authority) = (&ctx.registry, &ctx.authority);
     let view = match registry.namespace_view(&name).await {
         Ok(view) => view,
         // Already gone: deleting the resource succeeds.
@@ -359,7 +370,9 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
     let reference = rns.object_ref(&());
     match rns.spec.deletion_policy {
         DeletionPolicy::Retain => {
-            registry.set_namespace_managed(&name, false).await?;
+            registry
+                .set_namespace_managed(authority, &name, false)
+                .await?;
             ctx.event(
                 &reference,
                 EventType::Normal,
@@ -369,7 +382,7 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
-        DeletionPolicy::Delete => match registry.delete_empty_namespace(&name).await {
+        DeletionPolicy::Delete => match registry.delete_empty_namespace(authority, &name).await {
             Ok(_) => {
                 ctx.event(
                     &reference,

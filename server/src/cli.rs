@@ -12,6 +12,7 @@ use crate::config::{Config, parse_duration};
 use crate::http::{AppState, serve, serve_metrics};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::registry::permissions::SystemAuthority;
 
 #[derive(Parser, Debug)]
 #[command(name = "niso-server", version, about = "The niso package registry")]
@@ -88,8 +89,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             command: KeysCommand::Create { name, scope, user },
         } => {
             let registry = Registry::open(&config, metrics).await?;
+            // Whoever runs the binary against the registry's database is its operator: the
+            // root of trust, who may mint any key (DESIGN.md §5).
+            let authority = SystemAuthority::root_of_trust("niso-server keys create");
             let key = registry
-                .create_key_unchecked(user.as_deref(), &name, &scope, None)
+                .create_key_by_authority(&authority, user.as_deref(), &name, &scope, None)
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             println!(

@@ -266,7 +266,7 @@ async fn member_changes_converge(backend: Backend) {
     fixture
         .app
         .registry
-        .converge_members("@team", &[])
+        .converge_members(&crate::common::test_authority(), "@team", &[])
         .await
         .expect("drift");
     run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
@@ -411,7 +411,7 @@ async fn deleting_when_the_namespace_is_already_gone_succeeds(backend: Backend) 
         fixture
             .app
             .registry
-            .delete_empty_namespace("@team")
+            .delete_empty_namespace(&crate::common::test_authority(), "@team")
             .await
             .unwrap()
     );

@@ -1,5 +1,8 @@
 //! Authentication primitives: API key material, password hashing, scopes, and the `Principal`
 //! a request acts as once its key has been checked.
+//!
+//! A `Principal` says who is asking, not what they may do: that is decided by the permission
+//! checks in `registry::permissions`, whose permits the domain's operations require.
 
 pub mod api_key;
 pub mod password;
@@ -7,15 +10,28 @@ pub mod scope;
 
 use scope::ScopeSet;
 
-use crate::error::{Error, Result};
-
 /// Who a request acts as: an API key, possibly linked to a user.
+///
+/// Only `Registry::authenticate` makes one (the private `_authenticated` field keeps the struct
+/// literal out of reach elsewhere), so a principal always stands for a live key:
+///
+/// ```compile_fail
+/// let forged = niso_server::auth::Principal {
+///     key_id: 1,
+///     user: None,
+///     scope: "admin:*".parse().unwrap(),
+/// };
+/// ```
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub key_id: i64,
     pub user: Option<PrincipalUser>,
     pub scope: ScopeSet,
+    _authenticated: Authenticated,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Authenticated;
 
 #[derive(Debug, Clone)]
 pub struct PrincipalUser {
@@ -24,10 +40,17 @@ pub struct PrincipalUser {
 }
 
 impl Principal {
-    /// The user of a user-linked key; `user-key` endpoints answer 403 to other keys.
-    pub fn require_user(&self) -> Result<&PrincipalUser> {
-        self.user.as_ref().ok_or_else(|| {
-            Error::Forbidden("this endpoint needs an API key linked to a user".into())
-        })
+    /// A principal for a key that has just been checked against the database.
+    pub(crate) fn authenticated(
+        key_id: i64,
+        user: Option<PrincipalUser>,
+        scope: ScopeSet,
+    ) -> Principal {
+        Principal {
+            key_id,
+            user,
+            scope,
+            _authenticated: Authenticated,
+        }
     }
 }

@@ -186,11 +186,22 @@ impl FromStr for Grant {
 ///
 /// Grants are kept in canonical order (by action, then `*`, prefixes, exact names) without
 /// duplicates, so two scopes that say the same thing in a different order compare equal and
-/// print the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// print the same; every check uses them. The scope as its author wrote it (items in their
+/// order, blanks around them dropped) is kept too: it is what a key's owner sees again.
+#[derive(Debug, Clone)]
 pub struct ScopeSet {
     grants: Vec<Grant>,
+    written: String,
 }
+
+// Equality is meaning: the order an author wrote the items in does not matter.
+impl PartialEq for ScopeSet {
+    fn eq(&self, other: &ScopeSet) -> bool {
+        self.grants == other.grants
+    }
+}
+
+impl Eq for ScopeSet {}
 
 impl ScopeSet {
     /// Builds a scope from grants, putting them in canonical order. Fails only when empty.
@@ -198,13 +209,24 @@ impl ScopeSet {
         if grants.is_empty() {
             return Err(empty_scope());
         }
+        let written = grants
+            .iter()
+            .map(Grant::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         grants.sort_by(|a, b| {
             a.action
                 .cmp(&b.action)
                 .then_with(|| a.pattern.sort_key().cmp(&b.pattern.sort_key()))
         });
         grants.dedup();
-        Ok(ScopeSet { grants })
+        Ok(ScopeSet { grants, written })
+    }
+
+    /// The scope in its author's order (see the type's documentation); it parses back to an
+    /// equal scope.
+    pub fn as_written(&self) -> &str {
+        &self.written
     }
 
     /// Whether the scope allows `action` on `package` (a full `@ns/pkg` name).
@@ -423,6 +445,19 @@ mod tests {
             "pull:*,pull:@a/*,pull:@a/x,admin:*"
         );
         assert_eq!(scope("push:*,pull:*"), scope("pull:*,push:*"));
+    }
+
+    #[test]
+    fn the_written_order_is_kept_beside_the_canonical_one() {
+        let s = scope(" push:@alice/* , pull:*,delete:@alice/app");
+        assert_eq!(s.as_written(), "push:@alice/*,pull:*,delete:@alice/app");
+        assert_eq!(s.to_string(), "pull:*,push:@alice/*,delete:@alice/app");
+        assert_eq!(scope(s.as_written()), s);
+        assert_eq!(scope(s.as_written()).as_written(), s.as_written());
+        // Duplicates are what the author wrote; they change nothing the scope allows.
+        let twice = scope("pull:*,pull:*");
+        assert_eq!(twice.as_written(), "pull:*,pull:*");
+        assert_eq!(twice, scope("pull:*"));
     }
 
     #[test]

@@ -149,8 +149,8 @@ pub async fn me(
     State(state): State<AppState>,
     Auth(principal): Auth,
 ) -> Result<axum::Json<ProfileResponse>> {
-    let user = principal.require_user()?;
-    Ok(axum::Json(state.registry.profile(user.id).await?.into()))
+    let permit = state.registry.authorize_user(&principal)?;
+    Ok(axum::Json(state.registry.profile(&permit).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/v1/auth/me", request_body = UpdateProfileRequest,
@@ -161,10 +161,10 @@ pub async fn update_me(
     Auth(principal): Auth,
     Json(request): Json<UpdateProfileRequest>,
 ) -> Result<axum::Json<ProfileResponse>> {
-    let user = principal.require_user()?;
+    let permit = state.registry.authorize_user(&principal)?;
     let profile = state
         .registry
-        .update_profile(user.id, request.display_name, request.email)
+        .update_profile(&permit, request.display_name, request.email)
         .await?;
     Ok(axum::Json(profile.into()))
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::Auth;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Serialize, ToSchema)]
 pub struct ChunkUploadResponse {
@@ -49,15 +49,8 @@ pub async fn put_chunk(
     Path(hash): Path<String>,
     body: Bytes,
 ) -> Result<Response> {
-    if !principal
-        .scope
-        .allows_everywhere(crate::auth::scope::Action::Admin)
-    {
-        return Err(Error::Forbidden(
-            "uploading chunks needs a key with the admin:* scope".into(),
-        ));
-    }
-    let stored = state.registry.put_chunk(&hash, body).await?;
+    let permit = state.registry.authorize_chunk_upload(&principal)?;
+    let stored = state.registry.put_chunk(&permit, &hash, body).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(ChunkUploadResponse {

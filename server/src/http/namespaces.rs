@@ -75,8 +75,9 @@ pub async fn create_namespace(
     Auth(principal): Auth,
     Json(request): Json<CreateNamespaceRequest>,
 ) -> Result<Response> {
+    let permit = state.registry.authorize_user(&principal)?;
     Ok(created(
-        state.registry.create_org(&principal, &request.name).await?,
+        state.registry.create_org(&permit, &request.name).await?,
     ))
 }
 
@@ -101,10 +102,14 @@ pub async fn add_member(
     Path(name): Path<String>,
     Json(request): Json<AddMemberRequest>,
 ) -> Result<Response> {
+    let permit = state
+        .registry
+        .authorize_member_management(&principal, &name)
+        .await?;
     Ok(created(
         state
             .registry
-            .add_member(&principal, &name, &request.username, &request.role)
+            .add_member(&permit, &request.username, &request.role)
             .await?,
     ))
 }
@@ -118,9 +123,10 @@ pub async fn remove_member(
     Auth(principal): Auth,
     Path((name, username)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    state
+    let permit = state
         .registry
-        .remove_member(&principal, &name, &username)
+        .authorize_member_management(&principal, &name)
         .await?;
+    state.registry.remove_member(&permit, &username).await?;
     Ok(StatusCode::NO_CONTENT)
 }

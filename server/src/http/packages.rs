@@ -16,12 +16,10 @@ use super::AppState;
 use super::extract::{Json, Pagination, Query, authenticate};
 use super::package_path::{PackageRoute, parse_package_path};
 use super::range::{RangeRequest, parse_range};
-use crate::auth::scope::Action;
 use crate::error::{Error, Result};
 use crate::names::{PackageName, parse_version, validate_arch};
 use crate::registry::format_timestamp;
 use crate::registry::packages::LATEST;
-use crate::registry::upload::UploadTarget;
 
 /// Marks a response with its route template (the dispatcher's routes are not axum routes).
 #[derive(Clone, Copy)]
@@ -205,13 +203,10 @@ async fn set_tag(state: &AppState, name: &PackageName, request: Request) -> Resu
     let Json(body) =
         <Json<TagBody> as axum::extract::FromRequest<AppState>>::from_request(request, state)
             .await?;
-    state
-        .registry
-        .authorize_package(&principal, Action::Push, name)
-        .await?;
+    let permit = state.registry.authorize_package(&principal, name).await?;
     let tag = state
         .registry
-        .set_tag(name, &body.tag, &body.version)
+        .set_tag(&permit, &body.tag, &body.version)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -377,10 +372,7 @@ async fn upload(
     let principal = authenticate(state, request.headers()).await?;
     parse_version(&version)?;
     validate_arch(&arch)?;
-    let namespace = state
-        .registry
-        .authorize_package(&principal, Action::Push, &name)
-        .await?;
+    let permit = state.registry.authorize_package(&principal, &name).await?;
     let content_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -389,16 +381,7 @@ async fn upload(
     let body = request.into_body().into_data_stream();
     let uploaded = state
         .registry
-        .upload_version(
-            &namespace,
-            UploadTarget {
-                package: name,
-                version,
-                arch,
-            },
-            body,
-            content_length,
-        )
+        .upload_version(&permit, version, arch, body, content_length)
         .await?;
     tracing::info!(
         package = %uploaded.name,
@@ -432,11 +415,11 @@ async fn delete(
     let principal = authenticate(state, headers).await?;
     parse_version(version)?;
     validate_arch(arch)?;
+    let permit = state.registry.authorize_package(&principal, name).await?;
     state
         .registry
-        .authorize_package(&principal, Action::Delete, name)
+        .delete_version(&permit, version, arch)
         .await?;
-    state.registry.delete_version(name, version, arch).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -10,7 +10,7 @@ use sea_orm::{
 use entity::{namespace, namespace_member, user};
 
 use super::keys::{CreatedKey, USER_KEY_SCOPE};
-use super::permissions::Role;
+use super::permissions::{Role, UserPermit};
 use super::{Registry, blocking, is_unique_violation, now};
 use crate::auth::password::{hash_password, verify_password, verify_unknown_user};
 use crate::error::{Error, Result};
@@ -155,7 +155,12 @@ impl Registry {
         .await
     }
 
-    pub async fn profile(&self, user_id: i64) -> Result<Profile> {
+    /// The permit's user's profile and namespaces.
+    pub async fn profile(&self, permit: &UserPermit) -> Result<Profile> {
+        self.profile_of(permit.user_id()).await
+    }
+
+    async fn profile_of(&self, user_id: i64) -> Result<Profile> {
         let user = user::Entity::find_by_id(user_id)
             .one(&self.db)
             .await?
@@ -186,10 +191,11 @@ impl Registry {
 
     pub async fn update_profile(
         &self,
-        user_id: i64,
+        permit: &UserPermit,
         display_name: Option<String>,
         email: Option<String>,
     ) -> Result<Profile> {
+        let user_id = permit.user_id();
         let user = user::Entity::find_by_id(user_id)
             .one(&self.db)
             .await?
@@ -205,7 +211,7 @@ impl Registry {
             active.display_name = Set(validate_display_name(Some(display_name))?);
         }
         active.update(&self.db).await?;
-        self.profile(user_id).await
+        self.profile_of(user_id).await
     }
 
     pub async fn find_user_by_name(&self, username: &str) -> Result<Option<user::Model>> {

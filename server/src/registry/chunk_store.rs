@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use entity::{chunk, upload, upload_chunk};
 
+use super::permissions::ChunkUploadPermit;
 use super::{Registry, blocking, is_foreign_key_violation, is_unique_violation, now};
 use crate::error::{Error, Result};
 
@@ -318,9 +319,15 @@ impl Registry {
             .ok_or_else(|| Error::not_found(format!("chunk {hash}")))
     }
 
-    /// `PUT /v1/chunks/{hash}`: stores a single chunk after checking its hash. Like any chunk
-    /// no version references, it is collected after the grace period unless an upload uses it.
-    pub async fn put_chunk(&self, hash: &str, data: Bytes) -> Result<StoredChunk> {
+    /// `PUT /v1/chunks/{hash}`: stores a single chunk after checking its hash (the permit is
+    /// the proof of `admin:*`). Like any chunk no version references, it is collected after
+    /// the grace period unless an upload uses it.
+    pub async fn put_chunk(
+        &self,
+        _permit: &ChunkUploadPermit,
+        hash: &str,
+        data: Bytes,
+    ) -> Result<StoredChunk> {
         if !is_chunk_hash(hash) {
             return Err(Error::BadRequest(
                 "a chunk hash is 64 lowercase hexadecimal characters".into(),

@@ -1,5 +1,5 @@
-//! API keys: authentication of a presented key, creation without privilege escalation, listing
-//! and revocation of the caller's own keys.
+//! API keys: authentication of a presented key, creation without privilege escalation (the
+//! checks are `permissions.rs`'s), listing and revocation of the caller's own keys.
 
 use chrono::Duration as ChronoDuration;
 use sea_orm::sea_query::Expr;
@@ -10,6 +10,7 @@ use sea_orm::{
 
 use entity::{api_key, user};
 
+use super::permissions::{KeyPermit, OwnKeys, SystemAuthority};
 use super::{Registry, now};
 use crate::auth::api_key::{generate, hash_key, looks_like_key};
 use crate::auth::scope::ScopeSet;
@@ -79,11 +80,7 @@ impl Registry {
             None => None,
         };
         self.touch_key(&key, current).await?;
-        Ok(Principal {
-            key_id: key.id,
-            user,
-            scope,
-        })
+        Ok(Principal::authenticated(key.id, user, scope))
     }
 
     /// Records use of a key: at once the first time, then at most once a minute. The condition
@@ -106,9 +103,8 @@ impl Registry {
         Ok(())
     }
 
-    /// `POST /v1/auth/keys`: a user-linked caller mints keys linked to the same user; an
-    /// unlinked caller holding `admin` mints unlinked keys. The new scope must be covered by the
-    /// caller's, and a user-linked key never mints `admin`.
+    /// `POST /v1/auth/keys`: the key's name and scope are checked (400), then the caller's
+    /// right to mint it (403, see `authorize_new_key`).
     pub async fn create_key_for(
         &self,
         principal: &Principal,
@@ -116,55 +112,41 @@ impl Registry {
         scope: &str,
     ) -> Result<CreatedKey> {
         let name = validate_key_name(name)?;
-        let requested: ScopeSet = scope.parse()?;
-        if principal.user.is_some() && requested.has_admin() {
-            return Err(Error::Forbidden(
-                "a key linked to a user cannot create keys with the admin action".into(),
-            ));
-        }
-        if principal.user.is_none() && !principal.scope.has_admin() {
-            return Err(Error::Forbidden(
-                "only an admin key may create keys not linked to a user".into(),
-            ));
-        }
-        if !principal.scope.covers(&requested) {
-            return Err(Error::Forbidden(format!(
-                "the requested scope {requested} is wider than this key's scope {}",
-                principal.scope
-            )));
-        }
-        let user_id = principal.user.as_ref().map(|user| user.id);
-        self.insert_key(&self.db, user_id, &name, &requested, None)
-            .await
+        let permit = self.authorize_new_key(principal, parse_new_scope(scope)?)?;
+        self.issue_key(&permit, &name, None).await
     }
 
-    /// Creates a key with any scope: the registry operator (CLI, Kubernetes operator) is the
-    /// root of trust. `username` links it to that user.
-    pub async fn create_key_unchecked(
+    /// Creates a key with any scope, linked to `username` if given: the registry operator (the
+    /// CLI's `keys create`, the Kubernetes operator) is the root of trust.
+    pub async fn create_key_by_authority(
         &self,
+        authority: &SystemAuthority,
         username: Option<&str>,
         name: &str,
         scope: &str,
         expires_at: Option<chrono::NaiveDateTime>,
     ) -> Result<CreatedKey> {
         let name = validate_key_name(name)?;
-        let scope: ScopeSet = scope.parse()?;
-        let user_id = match username {
-            Some(username) => Some(
-                user::Entity::find()
-                    .filter(user::Column::Username.eq(username))
-                    .one(&self.db)
-                    .await?
-                    .ok_or_else(|| Error::not_found(format!("user {username}")))?
-                    .id,
-            ),
-            None => None,
-        };
-        self.insert_key(&self.db, user_id, &name, &scope, expires_at)
+        let permit = self
+            .key_permit_by_authority(authority, username, parse_new_scope(scope)?)
+            .await?;
+        self.issue_key(&permit, &name, expires_at).await
+    }
+
+    /// Mints the key a permit allows.
+    pub async fn issue_key(
+        &self,
+        permit: &KeyPermit,
+        name: &str,
+        expires_at: Option<chrono::NaiveDateTime>,
+    ) -> Result<CreatedKey> {
+        self.insert_key(&self.db, permit.user_id(), name, permit.scope(), expires_at)
             .await
     }
 
-    pub(crate) async fn insert_key(
+    /// Inserts a key without a permit: only for the registry's own flows that have just
+    /// proven who the user is (registration, login).
+    pub(super) async fn insert_key(
         &self,
         connection: &impl ConnectionTrait,
         user_id: Option<i64>,
@@ -173,7 +155,9 @@ impl Registry {
         expires_at: Option<chrono::NaiveDateTime>,
     ) -> Result<CreatedKey> {
         let material = generate();
-        let scope_text = scope.to_string();
+        // What the caller wrote (validated), in their order: it is what they see again in
+        // listings. Checks use the parsed form, which does not depend on the order.
+        let scope_text = scope.as_written().to_owned();
         let model = api_key::ActiveModel {
             user_id: Set(user_id),
             name: Set(name.to_owned()),
@@ -197,8 +181,7 @@ impl Registry {
         })
     }
 
-    /// The caller's own live keys: a user's keys for a user-linked key; for an unlinked key,
-    /// every unlinked key if it holds admin, else just itself.
+    /// The caller's own live keys (see `OwnKeys`).
     pub async fn list_keys(
         &self,
         principal: &Principal,
@@ -206,16 +189,12 @@ impl Registry {
         offset: u64,
     ) -> Result<Vec<KeyInfo>> {
         use sea_orm::QuerySelect;
-        let mut query = api_key::Entity::find()
+        let query = api_key::Entity::find()
             .filter(api_key::Column::RevokedAt.is_null())
+            .filter(OwnKeys::of(principal).condition())
             .order_by_asc(api_key::Column::Id)
             .limit(limit)
             .offset(offset);
-        query = match (&principal.user, principal.scope.has_admin()) {
-            (Some(user), _) => query.filter(api_key::Column::UserId.eq(user.id)),
-            (None, true) => query.filter(api_key::Column::UserId.is_null()),
-            (None, false) => query.filter(api_key::Column::Id.eq(principal.key_id)),
-        };
         Ok(query
             .all(&self.db)
             .await?
@@ -239,20 +218,24 @@ impl Registry {
             .await?
             .filter(|key| key.revoked_at.is_none())
             .ok_or_else(|| Error::not_found(format!("API key {key_id}")))?;
-        let own = match &principal.user {
-            Some(user) => key.user_id == Some(user.id),
-            None => {
-                key.user_id.is_none() && (principal.scope.has_admin() || key.id == principal.key_id)
-            }
-        };
+        let own = OwnKeys::of(principal).includes(&key);
         if !own {
             return Err(Error::not_found(format!("API key {key_id}")));
         }
-        self.revoke_key(key_id).await
+        self.revoke(key_id).await
     }
 
-    /// Revokes a key by id, whoever owns it (operator use). Idempotent.
-    pub async fn revoke_key(&self, key_id: i64) -> Result<()> {
+    /// Revokes a key by id, whoever owns it, with the registry operator's authority.
+    /// Idempotent.
+    pub async fn revoke_key_by_authority(
+        &self,
+        _authority: &SystemAuthority,
+        key_id: i64,
+    ) -> Result<()> {
+        self.revoke(key_id).await
+    }
+
+    async fn revoke(&self, key_id: i64) -> Result<()> {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Expr::value(now()))
             .filter(api_key::Column::Id.eq(key_id))
@@ -261,6 +244,20 @@ impl Registry {
             .await?;
         Ok(())
     }
+}
+
+/// The longest scope a new key may have, in bytes (the same bound as the ApiKey resource's
+/// `scope`). The scope is stored as written and every request's checks walk it, so its size
+/// is bounded here rather than by whatever body size a route accepts.
+pub const MAX_SCOPE_BYTES: usize = 4096;
+
+fn parse_new_scope(scope: &str) -> Result<ScopeSet> {
+    if scope.len() > MAX_SCOPE_BYTES {
+        return Err(Error::BadRequest(format!(
+            "the scope is longer than {MAX_SCOPE_BYTES} bytes"
+        )));
+    }
+    Ok(scope.parse()?)
 }
 
 fn validate_key_name(name: &str) -> Result<String> {

@@ -2,7 +2,8 @@
 //! `RegistryNamespace` resource (marked managed, members converged to a spec in one
 //! transaction, removal when empty) and keys it owns (state by id, revocation by name).
 //!
-//! The operator is the root of trust: nothing here checks a principal.
+//! The operator is the root of trust: every operation here that changes something, or shows
+//! a key, takes its `SystemAuthority` instead of checking a principal.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +14,7 @@ use sea_orm::{
 
 use entity::{api_key, namespace, namespace_member, package, package_version, user};
 
-use super::permissions::Role;
+use super::permissions::{Role, SystemAuthority};
 use super::{Registry, is_foreign_key_violation, now};
 use crate::error::{Error, Result};
 use crate::names::validate_namespace;
@@ -65,7 +66,12 @@ impl Registry {
 
     /// Marks `name` as managed (the API then refuses member changes with 409) or gives it back
     /// to the API. Returns whether anything changed; 404 when the namespace does not exist.
-    pub async fn set_namespace_managed(&self, name: &str, managed: bool) -> Result<bool> {
+    pub async fn set_namespace_managed(
+        &self,
+        _authority: &SystemAuthority,
+        name: &str,
+        managed: bool,
+    ) -> Result<bool> {
         validate_namespace(name)?;
         let namespace = self
             .find_namespace(name)
@@ -90,6 +96,7 @@ impl Registry {
     /// be given (400).
     pub async fn converge_members(
         &self,
+        _authority: &SystemAuthority,
         name: &str,
         desired: &[(String, Role)],
     ) -> Result<MemberChanges> {
@@ -203,7 +210,11 @@ impl Registry {
     /// Removes org namespace `name` if it has no package with a version (hidden, version-less
     /// packages go with it). Returns false when it did not exist; 409 when it still has packages
     /// or is a user namespace.
-    pub async fn delete_empty_namespace(&self, name: &str) -> Result<bool> {
+    pub async fn delete_empty_namespace(
+        &self,
+        _authority: &SystemAuthority,
+        name: &str,
+    ) -> Result<bool> {
         validate_namespace(name)?;
         let transaction = self.db.begin().await?;
         let Some(namespace) = namespace::Entity::find()
@@ -256,7 +267,11 @@ impl Registry {
     }
 
     /// A key by id, revoked or not; None if there never was one.
-    pub async fn managed_key(&self, key_id: i64) -> Result<Option<ManagedKey>> {
+    pub async fn managed_key(
+        &self,
+        _authority: &SystemAuthority,
+        key_id: i64,
+    ) -> Result<Option<ManagedKey>> {
         Ok(api_key::Entity::find_by_id(key_id)
             .one(&self.db)
             .await?
@@ -274,7 +289,12 @@ impl Registry {
     /// Revokes every live key named `name` except `keep` (the operator names its keys after
     /// their resource, so this also catches keys orphaned by a crash mid-rotation). Returns how
     /// many were revoked.
-    pub async fn revoke_keys_named(&self, name: &str, keep: Option<i64>) -> Result<u64> {
+    pub async fn revoke_keys_named(
+        &self,
+        _authority: &SystemAuthority,
+        name: &str,
+        keep: Option<i64>,
+    ) -> Result<u64> {
         let mut update = api_key::Entity::update_many()
             .col_expr(api_key::Column::RevokedAt, Expr::value(now()))
             .filter(api_key::Column::Name.eq(name))

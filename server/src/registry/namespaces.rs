@@ -1,6 +1,6 @@
 //! Namespaces: organisation creation, metadata with members, and member management by owners
-//! and admins. Namespaces managed by a RegistryNamespace resource refuse member changes through
-//! the API (409): the custom resource is their source of truth.
+//! and admins (the checks, including the 409 for namespaces managed by a RegistryNamespace
+//! resource, are `permissions.rs`'s: these operations take their permits).
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
@@ -8,10 +8,8 @@ use sea_orm::{
 
 use entity::{namespace, namespace_member, user};
 
-use super::permissions::Role;
+use super::permissions::{NamespacePermit, Role, UserPermit};
 use super::{Registry, is_unique_violation, now};
-use crate::auth::Principal;
-use crate::auth::scope::{Action, Pattern};
 use crate::error::{Error, Result};
 use crate::names::validate_namespace;
 
@@ -33,14 +31,10 @@ pub struct NamespaceView {
 }
 
 impl Registry {
-    /// `POST /v1/namespaces`: an org namespace owned by the caller.
-    pub async fn create_org(&self, principal: &Principal, name: &str) -> Result<NamespaceView> {
-        let user = principal.require_user()?;
-        self.create_org_for_user(user.id, name).await
-    }
-
-    /// Creates an org namespace owned by `owner_id` (the API and the operator both use it).
-    pub async fn create_org_for_user(&self, owner_id: i64, name: &str) -> Result<NamespaceView> {
+    /// `POST /v1/namespaces`: an org namespace owned by the permit's user (the caller, or
+    /// the user a RegistryNamespace resource names).
+    pub async fn create_org(&self, owner: &UserPermit, name: &str) -> Result<NamespaceView> {
+        let owner_id = owner.user_id();
         validate_namespace(name)?;
         // Users and orgs share one name space: `@bob` is taken once user bob exists.
         let bare = &name[1..];
@@ -113,80 +107,16 @@ impl Registry {
         })
     }
 
-    /// Checks that the caller may manage `name`'s members: a user-linked key of an owner or admin
-    /// whose scope grants push and delete on `@ns/*`. Returns the namespace.
-    async fn authorize_namespace_management(
-        &self,
-        principal: &Principal,
-        name: &str,
-    ) -> Result<namespace::Model> {
-        let user = principal.require_user()?;
-        validate_namespace(name)?;
-        let namespace = self
-            .find_namespace(name)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("namespace {name}")))?;
-        let everything = Pattern::Prefix(format!("{name}/"));
-        if !principal.scope.covers_pattern(Action::Push, &everything)
-            || !principal.scope.covers_pattern(Action::Delete, &everything)
-        {
-            return Err(Error::Forbidden(format!(
-                "managing {name} needs a key whose scope grants push and delete on {name}/*"
-            )));
-        }
-        match self.role_in(namespace.id, user.id).await? {
-            Some(Role::Owner | Role::Admin) => {}
-            _ => {
-                return Err(Error::Forbidden(format!(
-                    "only an owner or admin of {name} may manage its members"
-                )));
-            }
-        }
-        if namespace.ns_type == "user" {
-            return Err(Error::BadRequest(format!(
-                "{name} is a user namespace; it has no members besides its user"
-            )));
-        }
-        if namespace.managed {
-            return Err(Error::Conflict(format!(
-                "{name} is managed by a RegistryNamespace resource; change its members there"
-            )));
-        }
-        Ok(namespace)
-    }
-
+    /// Adds `username` with `role` (`admin` or `member`) to the permit's namespace; 409 when
+    /// they are a member already or own it.
     pub async fn add_member(
         &self,
-        principal: &Principal,
-        name: &str,
+        permit: &NamespacePermit,
         username: &str,
         role: &str,
     ) -> Result<NamespaceView> {
         let role = parse_member_role(role)?;
-        let namespace = self.authorize_namespace_management(principal, name).await?;
-        self.put_member(&namespace, username, role, false).await?;
-        self.namespace_view(name).await
-    }
-
-    pub async fn remove_member(
-        &self,
-        principal: &Principal,
-        name: &str,
-        username: &str,
-    ) -> Result<()> {
-        let namespace = self.authorize_namespace_management(principal, name).await?;
-        self.delete_member(&namespace, username).await
-    }
-
-    /// Adds `username` with `role`; with `replace_role`, changes the role of an existing member
-    /// (the operator converging to a spec) instead of answering 409.
-    pub(crate) async fn put_member(
-        &self,
-        namespace: &namespace::Model,
-        username: &str,
-        role: Role,
-        replace_role: bool,
-    ) -> Result<()> {
+        let namespace = permit.namespace();
         let user = self
             .find_user_by_name(username)
             .await?
@@ -197,58 +127,38 @@ impl Registry {
                 namespace.name
             )));
         }
-        match namespace_member::Entity::find_by_id((namespace.id, user.id))
+        let already = || {
+            Error::Conflict(format!(
+                "{username} is already a member of {}",
+                namespace.name
+            ))
+        };
+        if namespace_member::Entity::find_by_id((namespace.id, user.id))
             .one(&self.db)
             .await?
+            .is_some()
         {
-            Some(existing) if existing.role == role.as_str() => {
-                if replace_role {
-                    Ok(())
-                } else {
-                    Err(Error::Conflict(format!(
-                        "{username} is already a member of {}",
-                        namespace.name
-                    )))
-                }
-            }
-            Some(existing) => {
-                if !replace_role {
-                    return Err(Error::Conflict(format!(
-                        "{username} is already a member of {}",
-                        namespace.name
-                    )));
-                }
-                let mut active: namespace_member::ActiveModel = existing.into();
-                active.role = Set(role.as_str().into());
-                active.update(&self.db).await?;
-                Ok(())
-            }
-            None => {
-                let inserted = namespace_member::ActiveModel {
-                    namespace_id: Set(namespace.id),
-                    user_id: Set(user.id),
-                    role: Set(role.as_str().into()),
-                    created_at: Set(now()),
-                }
-                .insert(&self.db)
-                .await;
-                match inserted {
-                    Ok(_) => Ok(()),
-                    Err(error) if is_unique_violation(&error) => Err(Error::Conflict(format!(
-                        "{username} is already a member of {}",
-                        namespace.name
-                    ))),
-                    Err(error) => Err(error.into()),
-                }
-            }
+            return Err(already());
+        }
+        let inserted = namespace_member::ActiveModel {
+            namespace_id: Set(namespace.id),
+            user_id: Set(user.id),
+            role: Set(role.as_str().into()),
+            created_at: Set(now()),
+        }
+        .insert(&self.db)
+        .await;
+        match inserted {
+            Ok(_) => self.namespace_view(&namespace.name).await,
+            // Added concurrently: the (namespace, user) key refuses the second.
+            Err(error) if is_unique_violation(&error) => Err(already()),
+            Err(error) => Err(error.into()),
         }
     }
 
-    pub(crate) async fn delete_member(
-        &self,
-        namespace: &namespace::Model,
-        username: &str,
-    ) -> Result<()> {
+    /// Removes `username` from the permit's namespace; 409 for its owner.
+    pub async fn remove_member(&self, permit: &NamespacePermit, username: &str) -> Result<()> {
+        let namespace = permit.namespace();
         let user = self
             .find_user_by_name(username)
             .await?

@@ -10,6 +10,7 @@ use sea_orm::{
 use entity::{package, package_version, tag, version_chunk};
 
 use super::Registry;
+use super::permissions::{Delete, PackagePermit};
 use crate::error::{Error, Result};
 use crate::names::{PackageName, latest_version, parse_version};
 
@@ -42,7 +43,7 @@ impl Registry {
 
     /// Locks the package row for the rest of `transaction` (a no-op write takes the row lock on
     /// PostgreSQL; SQLite serialises writers anyway).
-    pub(crate) async fn lock_package(
+    pub(super) async fn lock_package(
         &self,
         transaction: &DatabaseTransaction,
         name: &str,
@@ -60,7 +61,7 @@ impl Registry {
     }
 
     /// Recomputes `latest_version`, `description` and `updated_at` from the versions.
-    pub(crate) async fn refresh_package_summary(
+    pub(super) async fn refresh_package_summary(
         &self,
         connection: &impl ConnectionTrait,
         package_id: i64,
@@ -198,14 +199,16 @@ impl Registry {
         Ok((package, version))
     }
 
-    /// Deletes one version+arch. Tags pointing at a version with no arch left go with it; the
-    /// chunks become unreferenced and GC reclaims those no other version uses.
+    /// Deletes one version+arch of the permit's package. Tags pointing at a version with no
+    /// arch left go with it; the chunks become unreferenced and GC reclaims those no other
+    /// version uses.
     pub async fn delete_version(
         &self,
-        name: &PackageName,
+        permit: &PackagePermit<Delete>,
         version: &str,
         arch: &str,
     ) -> Result<()> {
+        let name = permit.package();
         let transaction = self.db.begin().await?;
         let package = match self.lock_package(&transaction, name.as_str()).await {
             Ok(package) => package,

@@ -7,6 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, Transactio
 use entity::{package_version, tag};
 
 use super::packages::LATEST;
+use super::permissions::{PackagePermit, Push};
 use super::{Registry, now};
 use crate::error::{Error, Result};
 use crate::names::{PackageName, parse_version, validate_tag};
@@ -41,13 +42,14 @@ impl Registry {
         Ok(tags)
     }
 
-    /// Creates or moves a tag to an existing version.
+    /// Creates or moves a tag of the permit's package to an existing version.
     pub async fn set_tag(
         &self,
-        name: &PackageName,
+        permit: &PackagePermit<Push>,
         tag_name: &str,
         version: &str,
     ) -> Result<TagView> {
+        let name = permit.package();
         validate_tag(tag_name)?;
         parse_version(version)?;
         let transaction = self.db.begin().await?;

@@ -22,6 +22,7 @@ use entity::{namespace, package, package_version, upload, upload_chunk, version_
 use super::chunk_pipeline::ChunkPipeline;
 use super::chunk_store::{StoredChunk, release_upload_row};
 use super::chunking::StreamChunker;
+use super::permissions::{PackagePermit, Push};
 use super::{Registry, is_unique_violation, now};
 use crate::archive::{ArchiveLimits, Manifest, spawn_validator};
 use crate::error::{Error, Result};
@@ -92,12 +93,13 @@ impl Registry {
         }
     }
 
-    /// Streams `body` into the registry as `target`. The caller has authorised the push and
-    /// resolved the namespace.
+    /// Streams `body` into the registry as `version` for `arch` of the permit's package (the
+    /// permit is the proof that the push was authorised, and holds the namespace it resolved).
     pub async fn upload_version<S, E>(
         &self,
-        namespace: &namespace::Model,
-        target: UploadTarget,
+        permit: &PackagePermit<Push>,
+        version: String,
+        arch: String,
         body: S,
         content_length: Option<u64>,
     ) -> Result<UploadedVersion>
@@ -105,6 +107,12 @@ impl Registry {
         S: futures::Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
+        let namespace = permit.namespace();
+        let target = UploadTarget {
+            package: permit.package().clone(),
+            version,
+            arch,
+        };
         let max_bytes = self.settings.max_upload_bytes;
         if content_length.is_some_and(|length| length > max_bytes) {
             return Err(too_large(max_bytes));

@@ -30,6 +30,9 @@ for_each_backend!(
     concurrent_registrations_of_one_name,
     parallel_login_failures_respect_the_limit,
     oversized_login_input_is_not_a_server_error,
+    namespace_admin_keys_manage_only_themselves,
+    unlinked_keys_without_admin_see_only_themselves,
+    scopes_are_echoed_as_written,
 );
 
 /// `niso_` + at least 32 base62 characters.
@@ -607,12 +610,10 @@ async fn keys_create_list_and_revoke(backend: Backend) {
     assert_key_format(&ci_key);
     assert_ne!(ci_key, key);
 
-    // The reference's example scope; the answer may reorder it but must mean the same.
+    // The reference's example scope comes back as written, not reordered.
     let (status, body) = create_key(&app, &key, "mixed", "push:@kate/*,pull:*").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let mut items: Vec<&str> = body["scope"].as_str().expect("scope").split(',').collect();
-    items.sort_unstable();
-    assert_eq!(items, ["pull:*", "push:@kate/*"]);
+    assert_eq!(body["scope"], "push:@kate/*,pull:*");
     let mixed_id = body["id"].as_i64().expect("id");
 
     // The new key is linked to kate.
@@ -737,7 +738,13 @@ async fn user_keys_cannot_escalate(backend: Backend) {
     // Not even a key whose own scope holds admin (created by the registry operator).
     let rooted = app
         .registry
-        .create_key_unchecked(Some("nina"), "rooted", "admin:*", None)
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("nina"),
+            "rooted",
+            "admin:*",
+            None,
+        )
         .await
         .expect("operator key")
         .plaintext;
@@ -981,7 +988,13 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let past = chrono::Utc::now().naive_utc() - chrono::Duration::minutes(1);
     let expired = app
         .registry
-        .create_key_unchecked(Some("sven"), "old", "pull:*", Some(past))
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("sven"),
+            "old",
+            "pull:*",
+            Some(past),
+        )
         .await
         .expect("expired key")
         .plaintext;
@@ -989,7 +1002,13 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let future = chrono::Utc::now().naive_utc() + chrono::Duration::hours(1);
     let valid = app
         .registry
-        .create_key_unchecked(Some("sven"), "new", "pull:*", Some(future))
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            Some("sven"),
+            "new",
+            "pull:*",
+            Some(future),
+        )
         .await
         .expect("key")
         .plaintext;
@@ -1130,4 +1149,154 @@ async fn oversized_login_input_is_not_a_server_error(backend: Backend) {
     // The account still works.
     let (status, body) = login(&app, "uwe", &password_of("uwe")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Issue 11, item 2: an unlinked key that is `admin` of some namespaces only (not `admin:*`)
+/// lists and revokes only itself; every other unlinked key is a 404 to it (DESIGN.md §5).
+async fn namespace_admin_keys_manage_only_themselves(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (root_id, root) = app.system_key(None, "root", "admin:*").await;
+    let (spare_id, spare) = app.system_key(None, "spare-root", "admin:*").await;
+    let (deployer_id, deployer) = app.system_key(None, "deployer", "pull:*").await;
+    let (team_id, team_admin) = app
+        .system_key(None, "team-a-admin", "admin:@team-a/*")
+        .await;
+    let (other_team_id, _) = app
+        .system_key(None, "team-b-admin", "admin:@team-b/*")
+        .await;
+
+    let ids = |keys: &[Value]| -> Vec<i64> {
+        let mut ids: Vec<i64> = keys.iter().map(|k| k["id"].as_i64().expect("id")).collect();
+        ids.sort_unstable();
+        ids
+    };
+    // It sees itself only: no other key, and none of their scopes.
+    let listed = list_keys(&app, &team_admin).await;
+    assert_eq!(ids(&listed), [team_id], "{listed:?}");
+    let text = serde_json::to_string(&listed).unwrap();
+    assert!(!text.contains("admin:*"), "{text}");
+
+    // Every other unlinked key is a 404, whether it is wider, narrower or a peer; none is
+    // revoked.
+    for victim in [root_id, spare_id, deployer_id, other_team_id] {
+        assert_error(
+            app.delete(&format!("/v1/auth/keys/{victim}"), Some(&team_admin))
+                .await,
+            StatusCode::NOT_FOUND,
+        );
+    }
+    for survivor in [&root, &spare, &deployer] {
+        // Still live: listing with it answers 200.
+        assert!(!list_keys(&app, survivor).await.is_empty());
+    }
+
+    // admin:* lists and revokes every unlinked key.
+    let all = ids(&list_keys(&app, &root).await);
+    for id in [root_id, spare_id, deployer_id, team_id, other_team_id] {
+        assert!(all.contains(&id), "admin:* does not list key {id}: {all:?}");
+    }
+    let (status, body) = app
+        .delete(&format!("/v1/auth/keys/{spare_id}"), Some(&root))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_error(
+        app.send(Method::GET, "/v1/auth/keys", Some(&spare), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+    );
+
+    // The namespace admin may still revoke itself.
+    let (status, body) = app
+        .delete(&format!("/v1/auth/keys/{team_id}"), Some(&team_admin))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_error(
+        app.send(Method::GET, "/v1/auth/keys", Some(&team_admin), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+    );
+}
+
+/// An unlinked key without any admin grant lists and revokes only itself.
+async fn unlinked_keys_without_admin_see_only_themselves(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (root_id, _) = app.system_key(None, "root", "admin:*").await;
+    let (puller_id, puller) = app.system_key(None, "puller", "pull:*").await;
+    let (pusher_id, _) = app.system_key(None, "pusher", "push:@team-a/*").await;
+    let listed = list_keys(&app, &puller).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], puller_id);
+    for victim in [root_id, pusher_id] {
+        assert_error(
+            app.delete(&format!("/v1/auth/keys/{victim}"), Some(&puller))
+                .await,
+            StatusCode::NOT_FOUND,
+        );
+    }
+}
+
+/// `POST /v1/auth/keys` and `GET /v1/auth/keys` give the scope back in the order the caller
+/// wrote it; what the key may do is the same whatever the order.
+async fn scopes_are_echoed_as_written(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.register("wren").await;
+    let admin = app.admin_key().await;
+    for (caller, scope, echoed) in [
+        (&key, "push:@wren/*,pull:*", "push:@wren/*,pull:*"),
+        (
+            &key,
+            "delete:@wren/app,pull:@wren/*,push:*",
+            "delete:@wren/app,pull:@wren/*,push:*",
+        ),
+        // Blanks around items are not part of what was asked; the order is.
+        (
+            &key,
+            " push:@wren/x , pull:@wren/*",
+            "push:@wren/x,pull:@wren/*",
+        ),
+        (&admin, "admin:@wren/*,pull:*", "admin:@wren/*,pull:*"),
+        (&admin, "pull:@b/*,pull:@a/*", "pull:@b/*,pull:@a/*"),
+    ] {
+        let (status, body) = create_key(&app, caller, "ordered", scope).await;
+        assert_eq!(status, StatusCode::CREATED, "{scope}: {body}");
+        assert_eq!(body["scope"], echoed, "{scope}");
+        let id = body["id"].clone();
+        let listed = list_keys(&app, caller).await;
+        let entry = listed
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listed:?}"));
+        assert_eq!(entry["scope"], echoed, "{scope}");
+    }
+
+    // The order does not change what the key may do: pushing to @wren is allowed, pushing
+    // elsewhere is not.
+    let (_, ordered) = created_key(&app, &key, "ci", "push:@wren/*,pull:*").await;
+    let archive = crate::common::archives::niso("@wren/app", "1.0.0", &[("a", b"a")]);
+    let (status, body) = app
+        .upload(&ordered, "@wren/app", "1.0.0", "x86_64-linux", archive)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let archive = crate::common::archives::niso("@other/app", "1.0.0", &[("a", b"a")]);
+    let (status, _) = app
+        .upload(&ordered, "@other/app", "1.0.0", "x86_64-linux", archive)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // What is stored as written is bounded: a scope over 4096 bytes is refused, even one
+    // that says little (the same item many times).
+    let long = vec!["pull:@wren/*"; 400].join(",");
+    assert!(long.len() > 4096);
+    assert_error(
+        create_key(&app, &key, "long", &long).await,
+        StatusCode::BAD_REQUEST,
+    );
+    let fits = vec!["pull:@wren/*"; 300].join(",");
+    let (status, body) = create_key(&app, &key, "fits", &fits).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["scope"], fits.as_str());
+
+    // Covering is judged on meaning: a key may mint the same grants in another order.
+    let (status, body) = create_key(&app, &ordered, "reordered", "pull:*,push:@wren/*").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["scope"], "pull:*,push:@wren/*");
 }

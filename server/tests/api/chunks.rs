@@ -193,7 +193,13 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
     // unlinked key with push.
     let unlinked_push = app
         .registry
-        .create_key_unchecked(None, "pusher", "pull:*,push:*,delete:*", None)
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            None,
+            "pusher",
+            "pull:*,push:*,delete:*",
+            None,
+        )
         .await
         .unwrap()
         .plaintext;
@@ -222,10 +228,19 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
     // A revoked admin key.
     let revoked = app
         .registry
-        .create_key_unchecked(None, "old-admin", "admin:*", None)
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            None,
+            "old-admin",
+            "admin:*",
+            None,
+        )
         .await
         .unwrap();
-    app.registry.revoke_key(revoked.id).await.unwrap();
+    app.registry
+        .revoke_key_by_authority(&crate::common::test_authority(), revoked.id)
+        .await
+        .unwrap();
     assert_error(
         send_bytes(
             &app,

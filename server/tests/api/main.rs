@@ -8,5 +8,6 @@ mod auth;
 mod chunks;
 mod namespaces;
 mod packages;
+mod permissions;
 mod system;
 mod tags;

@@ -1280,7 +1280,13 @@ async fn uploads_need_a_valid_key_with_scope_and_membership(backend: Backend) {
     app.publish(&admin, "@team/tool", "1.1.0", ARCH).await;
     let unlinked_pull = app
         .registry
-        .create_key_unchecked(None, "pull-only", "pull:*", None)
+        .create_key_by_authority(
+            &crate::common::test_authority(),
+            None,
+            "pull-only",
+            "pull:*",
+            None,
+        )
         .await
         .unwrap()
         .plaintext;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use niso_server::config::ChunkingSettings;
 use niso_server::http::AppState;
 use niso_server::metrics::Metrics;
+use niso_server::registry::permissions::SystemAuthority;
 use niso_server::registry::{Registry, RegistrySettings};
 use niso_server::storage::ObjectStore;
 use niso_server::storage::local::LocalStore;
@@ -49,6 +50,12 @@ macro_rules! for_each_backend {
             )*
         }
     };
+}
+
+/// The registry operator's authority, as the CLI and the Kubernetes operator hold it: tests use
+/// it to set up what only the operator may (keys with any scope, linked to any user).
+pub fn test_authority() -> SystemAuthority {
+    SystemAuthority::root_of_trust("tests")
 }
 
 pub fn test_settings() -> RegistrySettings {
@@ -224,11 +231,18 @@ impl TestApp {
 
     /// An unlinked `admin:*` key, as `niso-server keys create` makes.
     pub async fn admin_key(&self) -> String {
-        self.registry
-            .create_key_unchecked(None, "test-admin", "admin:*", None)
+        self.system_key(None, "test-admin", "admin:*").await.1
+    }
+
+    /// A key made with the registry operator's authority (like `niso-server keys create
+    /// [--user USER]`): any scope, linked to `user` if given. Returns its id and value.
+    pub async fn system_key(&self, user: Option<&str>, name: &str, scope: &str) -> (i64, String) {
+        let created = self
+            .registry
+            .create_key_by_authority(&test_authority(), user, name, scope, None)
             .await
-            .expect("admin key")
-            .plaintext
+            .unwrap_or_else(|error| panic!("system key {name} ({scope}): {error}"));
+        (created.id, created.plaintext)
     }
 
     pub async fn upload(
