@@ -264,11 +264,17 @@ impl Registry {
         match self
             .insert_chunk_row(
                 upload_id,
-                hash,
-                &key,
-                data.len(),
-                stored_size,
-                compression,
+                chunk::ActiveModel {
+                    hash: Set(hash.to_owned()),
+                    object_key: Set(key.clone()),
+                    size: Set(data.len() as i64),
+                    stored_size: Set(stored_size),
+                    compression: Set(compression.to_owned()),
+                    state: Set(STATE_LIVE.to_owned()),
+                    lease_version: Set(1),
+                    created_at: Set(now()),
+                    ..Default::default()
+                },
                 written,
             )
             .await
@@ -291,27 +297,11 @@ impl Registry {
     async fn insert_chunk_row(
         &self,
         upload_id: i64,
-        hash: &str,
-        key: &str,
-        size: usize,
-        stored_size: i64,
-        compression: &str,
+        row: chunk::ActiveModel,
         written: std::time::Instant,
     ) -> Result<Option<i64>> {
         let transaction = self.db.begin().await?;
-        let inserted = chunk::ActiveModel {
-            hash: Set(hash.to_owned()),
-            object_key: Set(key.to_owned()),
-            size: Set(size as i64),
-            stored_size: Set(stored_size),
-            compression: Set(compression.to_owned()),
-            state: Set(STATE_LIVE.to_owned()),
-            lease_version: Set(1),
-            created_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&transaction)
-        .await;
+        let inserted = row.insert(&transaction).await;
         let chunk = match inserted {
             Ok(chunk) => chunk,
             Err(error) if is_unique_violation(&error) => {
@@ -325,7 +315,8 @@ impl Registry {
             // GC may already count the object as an orphan: never give it a row now.
             transaction.rollback().await?;
             return Err(Error::Unavailable(format!(
-                "storing chunk {hash} took longer than {OBJECT_ROW_DEADLINE:?}; retry the upload"
+                "storing chunk {} took longer than {OBJECT_ROW_DEADLINE:?}; retry the upload",
+                chunk.hash
             )));
         }
         transaction.commit().await?;
