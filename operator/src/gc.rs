@@ -1,6 +1,8 @@
 //! The chunk GC loop: a pass every `interval` with a `grace` period, run only while this
 //! replica holds the Lease. GC is safe to run concurrently (see `niso_server::registry::gc`),
-//! so a Lease lost in the middle of a pass costs nothing but duplicate work.
+//! so a Lease lost in the middle of a pass costs nothing but duplicate work. Each pass also
+//! sweeps orphan objects (in the store, named by no row) older than the grace period, with a
+//! floor of `gc::ORPHAN_MIN_AGE`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +28,9 @@ pub async fn run_once(registry: &Registry, metrics: &Metrics, grace: Duration) {
                 uploads_reaped = report.uploads_reaped,
                 chunks_deleted = report.chunks_deleted,
                 bytes_reclaimed = report.bytes_reclaimed,
+                objects_examined = report.objects_examined,
+                orphan_objects_deleted = report.orphan_objects_deleted,
+                orphan_bytes_reclaimed = report.orphan_bytes_reclaimed,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "GC pass finished"
             );

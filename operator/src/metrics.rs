@@ -20,6 +20,8 @@ pub struct Metrics {
     pub gc_uploads_reaped: IntCounter,
     pub gc_chunks_deleted: IntCounter,
     pub gc_bytes_reclaimed: IntCounter,
+    pub gc_orphan_objects_deleted: IntCounter,
+    pub gc_orphan_bytes_reclaimed: IntCounter,
     pub leader: IntGauge,
 }
 
@@ -89,6 +91,16 @@ impl Metrics {
             "Stored bytes reclaimed by GC",
         )
         .expect("valid metric");
+        let gc_orphan_objects_deleted = IntCounter::new(
+            "niso_operator_gc_orphan_objects_deleted_total",
+            "Stored objects no chunk row named (left by a crashed upload), deleted by GC",
+        )
+        .expect("valid metric");
+        let gc_orphan_bytes_reclaimed = IntCounter::new(
+            "niso_operator_gc_orphan_reclaimed_bytes_total",
+            "Stored bytes of orphan objects deleted by GC (not in niso_operator_gc_reclaimed_bytes_total)",
+        )
+        .expect("valid metric");
         let leader = IntGauge::new(
             "niso_operator_leader",
             "1 while this replica holds the Lease (and runs the controllers and GC)",
@@ -103,6 +115,8 @@ impl Metrics {
             Box::new(gc_uploads_reaped.clone()),
             Box::new(gc_chunks_deleted.clone()),
             Box::new(gc_bytes_reclaimed.clone()),
+            Box::new(gc_orphan_objects_deleted.clone()),
+            Box::new(gc_orphan_bytes_reclaimed.clone()),
             Box::new(leader.clone()),
         ] {
             registry
@@ -119,6 +133,8 @@ impl Metrics {
             gc_uploads_reaped,
             gc_chunks_deleted,
             gc_bytes_reclaimed,
+            gc_orphan_objects_deleted,
+            gc_orphan_bytes_reclaimed,
             leader,
         }
     }
@@ -143,6 +159,10 @@ impl Metrics {
                 self.gc_uploads_reaped.inc_by(report.uploads_reaped);
                 self.gc_chunks_deleted.inc_by(report.chunks_deleted);
                 self.gc_bytes_reclaimed.inc_by(report.bytes_reclaimed);
+                self.gc_orphan_objects_deleted
+                    .inc_by(report.orphan_objects_deleted);
+                self.gc_orphan_bytes_reclaimed
+                    .inc_by(report.orphan_bytes_reclaimed);
             }
             None => self.gc_runs.with_label_values(&["error"]).inc(),
         }
@@ -159,5 +179,35 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding never fails");
         String::from_utf8(buffer).expect("metrics text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gc_pass_counts_orphan_objects_next_to_chunks() {
+        let metrics = Metrics::new();
+        let report = GcReport {
+            chunks_deleted: 2,
+            bytes_reclaimed: 300,
+            objects_examined: 40,
+            orphan_objects_deleted: 3,
+            orphan_bytes_reclaimed: 4000,
+            ..GcReport::default()
+        };
+        metrics.gc_finished(Duration::from_millis(5), Some(&report));
+        metrics.gc_finished(Duration::from_millis(5), Some(&report));
+        metrics.gc_finished(Duration::from_millis(5), None);
+        let text = metrics.render();
+        for line in [
+            "niso_operator_gc_orphan_objects_deleted_total 6",
+            "niso_operator_gc_orphan_reclaimed_bytes_total 8000",
+            "niso_operator_gc_chunks_deleted_total 4",
+            "niso_operator_gc_reclaimed_bytes_total 600",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

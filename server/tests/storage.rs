@@ -520,3 +520,208 @@ async fn s3_without_credentials_is_unavailable_not_a_hang() {
     let cause = assert_unavailable("check", result);
     eprintln!("no credentials: Unavailable after {took:?}: {cause}");
 }
+
+/// Every page of a listing, collected; fails on the first error.
+async fn list_all(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    page_size: usize,
+) -> Vec<Vec<niso_server::storage::ListedObject>> {
+    use futures::TryStreamExt;
+    store
+        .list(prefix, page_size)
+        .try_collect()
+        .await
+        .expect("listing")
+}
+
+/// The listing contract: pages of at most the requested size, every object under the prefix
+/// exactly once with its size and a plausible date, nothing outside the prefix.
+async fn exercise_listing(store: Arc<dyn ObjectStore>) {
+    assert!(
+        list_all(store.as_ref(), "chunks/", 2)
+            .await
+            .iter()
+            .all(Vec::is_empty),
+        "an empty store lists nothing"
+    );
+    let before = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut expected = std::collections::HashMap::new();
+    for size in 0..5 {
+        let key = chunk_key();
+        store.put(&key, random_bytes(100 + size)).await.unwrap();
+        expected.insert(key, 100 + size as u64);
+    }
+    let foreign = ["other/ab/notes.txt", "chunksmith/x", "readme"];
+    for key in foreign {
+        store.put(key, random_bytes(10)).await.unwrap();
+    }
+    let after = std::time::SystemTime::now() + Duration::from_secs(3600);
+
+    let pages = list_all(store.as_ref(), "chunks/", 2).await;
+    assert!(pages.len() >= 3, "5 objects in pages of 2: {pages:?}");
+    assert!(pages.iter().all(|page| page.len() <= 2), "{pages:?}");
+    let listed: Vec<_> = pages.into_iter().flatten().collect();
+    assert_eq!(listed.len(), 5, "each object exactly once: {listed:?}");
+    for object in &listed {
+        assert_eq!(expected.get(&object.key), Some(&object.size), "{object:?}");
+        assert!(
+            object.last_modified > before && object.last_modified < after,
+            "{object:?}"
+        );
+    }
+
+    let everything: HashSet<String> = list_all(store.as_ref(), "", 1000)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|object| object.key)
+        .collect();
+    let mut all_keys: HashSet<String> = expected.keys().cloned().collect();
+    all_keys.extend(foreign.iter().map(|key| key.to_string()));
+    assert_eq!(everything, all_keys);
+
+    // A consumer that stops after the first page neither hangs nor leaks the walk.
+    {
+        use futures::StreamExt;
+        let mut pages = store.list("", 1);
+        assert_eq!(pages.next().await.unwrap().unwrap().len(), 1);
+    }
+    // Page sizes out of range are clamped, not refused.
+    assert_eq!(
+        list_all(store.as_ref(), "chunks/", 0).await.len(),
+        5,
+        "page size 0 lists one object per page"
+    );
+}
+
+#[tokio::test]
+async fn local_listing_meets_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    exercise_listing(Arc::new(LocalStore::open(dir.path().to_owned()).unwrap())).await;
+}
+
+#[tokio::test]
+async fn s3_listing_meets_the_contract() {
+    exercise_listing(s3_store().await).await;
+}
+
+/// More objects than S3's largest page: the continuation token is followed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_listing_follows_continuation_tokens_past_1000_objects() {
+    use futures::StreamExt;
+    let store = s3_store().await;
+    let keys: Vec<String> = (0..1003).map(|_| chunk_key()).collect();
+    futures::stream::iter(keys.clone())
+        .for_each_concurrent(16, |key| {
+            let store = store.clone();
+            async move { store.put(&key, Bytes::from_static(b"x")).await.unwrap() }
+        })
+        .await;
+    let pages = list_all(store.as_ref(), "chunks/", 5000).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![1000, 3],
+        "pages of at most 1000"
+    );
+    let listed: HashSet<String> = pages.into_iter().flatten().map(|o| o.key).collect();
+    assert_eq!(listed, keys.into_iter().collect::<HashSet<_>>());
+}
+
+/// A hostile or broken server that repeats its continuation token must not keep GC listing the
+/// same page forever.
+#[tokio::test]
+async fn s3_listing_that_does_not_advance_is_unavailable() {
+    use futures::StreamExt;
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult>\
+        <Name>niso-canned</Name><Prefix>chunks/</Prefix><KeyCount>1</KeyCount>\
+        <MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>\
+        <NextContinuationToken>same</NextContinuationToken>\
+        <Contents><Key>chunks/a</Key><Size>1</Size>\
+        <LastModified>2026-01-01T00:00:00.000Z</LastModified></Contents></ListBucketResult>";
+    let store = canned_s3("200 OK", body).await;
+    let (results, _) = within(Duration::from_secs(60), async {
+        store
+            .list("chunks/", 1000)
+            .take(10)
+            .collect::<Vec<_>>()
+            .await
+    })
+    .await;
+    assert!(results.len() <= 3, "{results:?}");
+    let last = results.into_iter().last().expect("at least one page");
+    assert_unavailable("list", last.map(|_| ()));
+}
+
+#[tokio::test]
+async fn local_listing_skips_temp_files_and_removes_them_once_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().to_owned()).unwrap();
+    let key = chunk_key();
+    store.put(&key, random_bytes(64)).await.unwrap();
+    let shard = dir.path().join(&key[..9]);
+    // What a crash between create and rename leaves: `put` writes `.niso-tmp-<16 hex>`.
+    let stale = shard.join(".niso-tmp-00112233aabbccdd");
+    let fresh = shard.join(".niso-tmp-44556677eeff0011");
+    std::fs::write(&stale, b"half a chunk").unwrap();
+    std::fs::write(&fresh, b"being written").unwrap();
+    let hour = Duration::from_secs(3600);
+    set_mtime(&stale, std::time::SystemTime::now() - 2 * hour);
+    set_mtime(
+        &dir.path().join(&key),
+        std::time::SystemTime::now() - 2 * hour,
+    );
+
+    let listed: Vec<String> = list_all(&store, "", 10)
+        .await
+        .into_iter()
+        .flatten()
+        .map(|object| object.key)
+        .collect();
+    assert_eq!(listed, vec![key.clone()], "temp files are not objects");
+
+    let removed = store
+        .remove_interrupted_writes(std::time::SystemTime::now() - hour)
+        .await
+        .unwrap();
+    assert_eq!(removed.files, 1);
+    assert_eq!(removed.bytes, b"half a chunk".len() as u64);
+    assert!(!stale.exists(), "the stale temp file is gone");
+    assert!(fresh.exists(), "a temp file still being written is kept");
+    assert!(
+        store.get(&key).await.is_ok(),
+        "objects are never debris, however old"
+    );
+}
+
+#[tokio::test]
+async fn listing_refuses_a_prefix_that_escapes_the_root() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path().join("chunks")).unwrap();
+    // validate_key panics in debug builds on keys the registry could never build.
+    let outcome = tokio::spawn(async move {
+        store
+            .list("../", 10)
+            .next()
+            .await
+            .map(|page| page.map(|_| ()))
+    })
+    .await;
+    match outcome {
+        Err(join) => assert!(join.is_panic()),
+        Ok(result) => assert!(
+            matches!(result, Some(Err(StorageError::InvalidKey(_)))),
+            "{result:?}"
+        ),
+    }
+}
+
+fn set_mtime(path: &Path, time: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+}

@@ -8,7 +8,9 @@
 //!   `lease_version` it saw, so the two conflict on the chunk row and exactly one wins;
 //! * a new chunk's object is written under a key unique to this copy before its row and lease are
 //!   inserted together, so GC never sees a new chunk without its lease, and never deletes an
-//!   object somebody is still writing.
+//!   object somebody is still writing;
+//! * the row must be committed within [`OBJECT_ROW_DEADLINE`] of the object's put, or the upload
+//!   fails: that bound is what lets GC sweep objects a crash left without a row.
 
 use bytes::Bytes;
 use rand::Rng;
@@ -65,9 +67,40 @@ fn maybe_compress(data: &[u8]) -> Option<Vec<u8>> {
     (compressed.len() * 10 <= data.len() * 9).then_some(compressed)
 }
 
+/// Every chunk object's key starts with this; GC's orphan sweep lists only below it.
+pub const OBJECT_KEY_PREFIX: &str = "chunks/";
+
+/// The longest a new chunk's object may exist before its row is committed: past it the upload
+/// gives up (removing the object) instead of committing. GC's orphan sweep relies on this bound
+/// (`gc::ORPHAN_MIN_AGE` is well above it): an object older than that without a row will never
+/// get one, so it is garbage.
+pub const OBJECT_ROW_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// `chunks/<first 2 hex of the hash>/<sha256 hex>-<16 hex unique to this copy>`.
 fn object_key(hash: &str) -> String {
     let suffix: u64 = rand::rng().random();
-    format!("chunks/{}/{}-{:016x}", &hash[..2], hash, suffix)
+    format!("{OBJECT_KEY_PREFIX}{}/{}-{:016x}", &hash[..2], hash, suffix)
+}
+
+/// Whether `key` has exactly the shape [`object_key`] produces. Anything else in the bucket is
+/// not ours (a shared bucket, an operator's notes, a store's own files) and GC leaves it alone.
+pub fn is_object_key(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(OBJECT_KEY_PREFIX) else {
+        return false;
+    };
+    let Some((shard, name)) = rest.split_once('/') else {
+        return false;
+    };
+    let Some((hash, suffix)) = name.split_once('-') else {
+        return false;
+    };
+    is_chunk_hash(hash)
+        && hash.starts_with(shard)
+        && shard.len() == 2
+        && suffix.len() == 16
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// An `uploads` row: the holder of an upload's leases.
@@ -219,6 +252,8 @@ impl Registry {
         };
         let stored_size = body.len() as i64;
         let key = object_key(hash);
+        // Measured from before the put, so it covers the object's whole life without a row.
+        let written = std::time::Instant::now();
         let timer = self
             .metrics
             .chunk_store_seconds
@@ -228,7 +263,21 @@ impl Registry {
         timer.observe_duration();
 
         match self
-            .insert_chunk_row(upload_id, hash, &key, data.len(), stored_size, compression)
+            .insert_chunk_row(
+                upload_id,
+                chunk::ActiveModel {
+                    hash: Set(hash.to_owned()),
+                    object_key: Set(key.clone()),
+                    size: Set(data.len() as i64),
+                    stored_size: Set(stored_size),
+                    compression: Set(compression.to_owned()),
+                    state: Set(STATE_LIVE.to_owned()),
+                    lease_version: Set(1),
+                    created_at: Set(now()),
+                    ..Default::default()
+                },
+                written,
+            )
             .await
         {
             Ok(Some(chunk_id)) => {
@@ -249,26 +298,11 @@ impl Registry {
     async fn insert_chunk_row(
         &self,
         upload_id: i64,
-        hash: &str,
-        key: &str,
-        size: usize,
-        stored_size: i64,
-        compression: &str,
+        row: chunk::ActiveModel,
+        written: std::time::Instant,
     ) -> Result<Option<i64>> {
         let transaction = self.db.begin().await?;
-        let inserted = chunk::ActiveModel {
-            hash: Set(hash.to_owned()),
-            object_key: Set(key.to_owned()),
-            size: Set(size as i64),
-            stored_size: Set(stored_size),
-            compression: Set(compression.to_owned()),
-            state: Set(STATE_LIVE.to_owned()),
-            lease_version: Set(1),
-            created_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&transaction)
-        .await;
+        let inserted = row.insert(&transaction).await;
         let chunk = match inserted {
             Ok(chunk) => chunk,
             Err(error) if is_unique_violation(&error) => {
@@ -278,6 +312,14 @@ impl Registry {
             Err(error) => return Err(error.into()),
         };
         insert_lease(&transaction, upload_id, chunk.id).await?;
+        if written.elapsed() > OBJECT_ROW_DEADLINE {
+            // GC may already count the object as an orphan: never give it a row now.
+            transaction.rollback().await?;
+            return Err(Error::Unavailable(format!(
+                "storing chunk {} took longer than {OBJECT_ROW_DEADLINE:?}; retry the upload",
+                chunk.hash
+            )));
+        }
         transaction.commit().await?;
         Ok(Some(chunk.id))
     }
@@ -414,6 +456,29 @@ mod tests {
         let (a, b) = (object_key(&hash), object_key(&hash));
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("chunks/{}/{hash}-", &hash[..2])));
+        assert!(is_object_key(&a));
+    }
+
+    #[test]
+    fn only_the_registry_key_shape_is_an_object_key() {
+        let hash = sha256_hex(b"x");
+        let good = format!("chunks/{}/{hash}-0123456789abcdef", &hash[..2]);
+        assert!(is_object_key(&good));
+        for foreign in [
+            "chunks/readme.txt".to_owned(),
+            format!("other/{}/{hash}-0123456789abcdef", &hash[..2]),
+            format!("backup/{good}"),
+            format!("{good}.bak"),
+            format!("{good}/below"),
+            format!("chunks/ff/{hash}-0123456789abcdef"), // shard does not match the hash
+            format!("chunks/{}/{hash}-0123456789ABCDEF", &hash[..2]),
+            format!("chunks/{}/{hash}-0123456789abcde", &hash[..2]),
+            format!("chunks/{}/{hash}", &hash[..2]),
+            format!("chunks/{}/{}-0123456789abcdef", &hash[..2], &hash[..63]),
+            format!("chunks/{}/.niso-tmp-0123456789abcdef", &hash[..2]),
+        ] {
+            assert!(!is_object_key(&foreign), "{foreign}");
+        }
     }
 
     #[test]

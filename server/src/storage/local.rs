@@ -1,14 +1,21 @@
 //! [`LocalStore`]: chunk objects as files under one directory (the embedded default,
 //! `$NISO_DATA_DIR/chunks/`). Owns crash safety on a plain filesystem: write to a temp file,
-//! fsync, rename into place, fsync the directory.
+//! fsync, rename into place, fsync the directory. Listing walks the directory tree lazily on a
+//! blocking thread that hands over one page at a time, and sweeps the temp files a crash left.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
-use super::{ObjectStore, StorageError, validate_key};
+use super::{
+    ListedObject, ListingPages, ObjectStore, RemovedDebris, StorageError, clamp_page_size,
+    validate_key,
+};
 
 /// Prefix of in-flight temp files. Keys never start a segment with it (they are `chunks/…`), and
 /// a crash can leave such files behind, but never under a final key; they are safe to delete
@@ -91,6 +98,39 @@ impl ObjectStore for LocalStore {
         .await
     }
 
+    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a> {
+        let page_size = clamp_page_size(page_size);
+        // Walk only the directory the prefix names up to its last `/` ("chunks" for "chunks/",
+        // "chunks/ab" for "chunks/ab/ab12"), then filter on the whole prefix.
+        let directory = prefix.rfind('/').map_or("", |end| &prefix[..end]);
+        if !directory.is_empty()
+            && let Err(error) = validate_key(directory)
+        {
+            return futures::stream::once(async move { Err(error) }).boxed();
+        }
+        let root = self.root.clone();
+        let start = self.root.join(directory);
+        let prefix = prefix.to_owned();
+        // Capacity 1: the walker stays at most one page ahead of the consumer, and stops as soon
+        // as the consumer drops the stream (its next send fails).
+        let (sender, receiver) = mpsc::channel(1);
+        tokio::task::spawn_blocking(move || {
+            walk_objects(&root, &start, &prefix, page_size, &sender);
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|page| (page, receiver))
+        })
+        .boxed()
+    }
+
+    async fn remove_interrupted_writes(
+        &self,
+        older_than: SystemTime,
+    ) -> Result<RemovedDebris, StorageError> {
+        let root = self.root.clone();
+        blocking(move || remove_stale_temp_files(&root, older_than)).await
+    }
+
     fn describe(&self) -> String {
         format!("local:{}", self.root.display())
     }
@@ -100,6 +140,117 @@ impl ObjectStore for LocalStore {
         // socket busy (measured: the same throughput as four, half the memory per download).
         2
     }
+}
+
+type PageSender = mpsc::Sender<Result<Vec<ListedObject>, StorageError>>;
+
+/// Sends every object file under `start` whose key starts with `prefix`, `page_size` at a time.
+/// `walkdir` reads directories lazily (no sorting), so memory is one page plus one open
+/// directory per level, however many files there are.
+fn walk_objects(root: &Path, start: &Path, prefix: &str, page_size: usize, sender: &PageSender) {
+    let mut page = Vec::with_capacity(page_size);
+    for entry in walkdir::WalkDir::new(start).follow_links(false) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            // Nothing stored under the prefix yet, or a file deleted while we walked.
+            Err(error) if error.io_error().is_some_and(is_missing) => continue,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(walk_unavailable(start, &error)));
+                return;
+            }
+        };
+        if !entry.file_type().is_file() || is_temp_file(entry.file_name()) {
+            continue;
+        }
+        let Some(key) = key_of(root, entry.path()) else {
+            continue; // not UTF-8: no key of ours, and no key S3 could hold either
+        };
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) if error.io_error().is_some_and(is_missing) => continue,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(walk_unavailable(entry.path(), &error)));
+                return;
+            }
+        };
+        let last_modified = match metadata.modified() {
+            Ok(time) => time,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(io_unavailable("stat", entry.path(), &error)));
+                return;
+            }
+        };
+        page.push(ListedObject {
+            key,
+            size: metadata.len(),
+            last_modified,
+        });
+        if page.len() == page_size
+            && sender
+                .blocking_send(Ok(std::mem::replace(
+                    &mut page,
+                    Vec::with_capacity(page_size),
+                )))
+                .is_err()
+        {
+            return; // the consumer stopped listening
+        }
+    }
+    if !page.is_empty() {
+        let _ = sender.blocking_send(Ok(page));
+    }
+}
+
+/// Deletes temp files (see [`TEMP_PREFIX`]) last written before `older_than`: puts and
+/// readiness probes that a crash interrupted before their rename or removal. A put in progress
+/// keeps writing its temp file, so its mtime is recent and it is left alone.
+fn remove_stale_temp_files(
+    root: &Path,
+    older_than: SystemTime,
+) -> Result<RemovedDebris, StorageError> {
+    let mut removed = RemovedDebris::default();
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) if error.io_error().is_some_and(is_missing) => continue,
+            Err(error) => return Err(walk_unavailable(root, &error)),
+        };
+        if !entry.file_type().is_file() || !is_temp_file(entry.file_name()) {
+            continue;
+        }
+        let Ok(metadata) = entry.metadata() else {
+            continue; // renamed or removed meanwhile: it was not debris
+        };
+        if metadata.modified().is_ok_and(|time| time < older_than) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed.files += 1;
+                    removed.bytes += metadata.len();
+                }
+                Err(error) if is_missing(&error) => {}
+                Err(error) => return Err(io_unavailable("remove", entry.path(), &error)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn is_temp_file(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
+}
+
+/// The key of the file at `path`: its path below `root`, `/`-separated.
+fn key_of(root: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(root).ok()?;
+    let segments: Option<Vec<&str>> = relative.iter().map(|segment| segment.to_str()).collect();
+    Some(segments?.join("/"))
+}
+
+fn walk_unavailable(path: &Path, error: &walkdir::Error) -> StorageError {
+    StorageError::Unavailable(format!("list {}: {error}", path.display()))
 }
 
 fn put_blocking(root: &Path, path: &Path, body: &[u8]) -> Result<(), StorageError> {

@@ -4,11 +4,16 @@
 //!
 //! Objects are small (one content-defined chunk each, at most a few MiB), so the interface moves
 //! whole objects as [`Bytes`]; streaming would add complexity without bounding memory any better.
+//! Listing is the exception: a bucket holds any number of objects, so [`ObjectStore::list`]
+//! yields bounded pages and never the whole listing at once.
 
 pub mod local;
 pub mod s3;
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -29,6 +34,29 @@ pub enum StorageError {
     Config(String),
 }
 
+/// One object as a listing reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    /// Stored bytes.
+    pub size: u64,
+    /// When the store last wrote the object, by the store's clock (S3 `LastModified`, the
+    /// file's mtime): never earlier than the start of the put that wrote it.
+    pub last_modified: SystemTime,
+}
+
+/// A listing in progress: pages of at most the requested size, in no particular order. An
+/// object present for the whole listing appears exactly once; one put or deleted meanwhile may
+/// or may not appear. Dropping the stream stops the listing.
+pub type ListingPages<'a> = BoxStream<'a, Result<Vec<ListedObject>, StorageError>>;
+
+/// What [`ObjectStore::remove_interrupted_writes`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemovedDebris {
+    pub files: u64,
+    pub bytes: u64,
+}
+
 /// Where chunk objects live.
 ///
 /// Objects are small (≤ a few MiB: one content-defined chunk each), so whole-object put/get is
@@ -42,6 +70,20 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
     /// Removes the object. Idempotent: deleting a missing object is `Ok`.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Every object whose key starts with `prefix` (empty: all), page by page. `page_size` is
+    /// clamped to 1..=1000 (S3's maximum page). Memory stays bounded by one page whatever the
+    /// number of objects. Keys are returned as stored: they need not be keys the registry made.
+    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a>;
+    /// Removes what interrupted puts left behind (never visible through `get` or `list`) whose
+    /// last write is older than `older_than`. Stores whose puts are atomic on the service side
+    /// (S3: a single PUT, never multipart) leave nothing and keep this default.
+    async fn remove_interrupted_writes(
+        &self,
+        older_than: SystemTime,
+    ) -> Result<RemovedDebris, StorageError> {
+        let _ = older_than;
+        Ok(RemovedDebris::default())
+    }
     /// Readiness probe: a cheap round-trip proving the store is reachable and usable.
     async fn check(&self) -> Result<(), StorageError>;
     /// Where the objects live, for logs (`local:/path`, `s3://bucket@endpoint`); never secrets.
@@ -51,6 +93,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn read_ahead(&self) -> usize {
         4
     }
+}
+
+/// The page size a listing really uses for a requested one (S3 refuses more than 1000).
+pub fn clamp_page_size(page_size: usize) -> usize {
+    page_size.clamp(1, 1000)
 }
 
 /// Accepts only relative keys made of non-empty `/`-separated segments, with no `..`, no

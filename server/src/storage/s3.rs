@@ -1,11 +1,12 @@
 //! [`S3Store`]: chunk objects in a bucket of any S3-compatible service (AWS S3, Garage, MinIO,
 //! …). Owns the client set-up that keeps a dead or misconfigured store from hanging the registry:
 //! credentials, endpoint, region, retries with backoff and timeouts, and the mapping of S3 errors
-//! onto [`StorageError`].
+//! onto [`StorageError`]. Listing is ListObjectsV2, one page per request, each page under the same
+//! retries and time limits as every other call.
 
 use std::fmt;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
@@ -17,8 +18,9 @@ use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
+use futures::StreamExt;
 
-use super::{ObjectStore, StorageError, validate_key};
+use super::{ListedObject, ListingPages, ObjectStore, StorageError, clamp_page_size, validate_key};
 
 /// Used when neither the settings nor the AWS chain name a region. S3-compatible servers mostly
 /// ignore it, but SigV4 needs one.
@@ -264,6 +266,26 @@ impl ObjectStore for S3Store {
         .await
     }
 
+    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a> {
+        let page_size = clamp_page_size(page_size) as i32;
+        // State: the continuation token of the next page; `None` once the last page was sent.
+        let first: Option<Option<String>> = Some(None);
+        futures::stream::try_unfold(first, move |state| async move {
+            let Some(token) = state else {
+                return Ok(None);
+            };
+            let (objects, next) = self.list_page(prefix, page_size, token.clone()).await?;
+            if next.is_some() && next == token {
+                // A server repeating its token would have us list the same page forever.
+                return Err(StorageError::Unavailable(format!(
+                    "list {prefix}: the listing does not advance"
+                )));
+            }
+            Ok(Some((objects, next.map(Some))))
+        })
+        .boxed()
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         // HeadBucket is the cheapest signed round-trip: it proves reachability, valid
         // credentials and an existing bucket at once.
@@ -281,6 +303,53 @@ impl ObjectStore for S3Store {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+}
+
+impl S3Store {
+    /// One ListObjectsV2 page and the continuation token of the next, if any.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        page_size: i32,
+        token: Option<String>,
+    ) -> Result<(Vec<ListedObject>, Option<String>), StorageError> {
+        self.bounded(|| format!("list {prefix}"), async {
+            let output = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys(page_size)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| unavailable("list", &format!("{}/{prefix}", self.bucket), &e))?;
+            let objects = output
+                .contents()
+                .iter()
+                .filter_map(|object| {
+                    Some(ListedObject {
+                        key: object.key()?.to_owned(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        // An object without a date counts as written just now: whoever
+                        // judges its age must err on the side of keeping it.
+                        last_modified: object
+                            .last_modified()
+                            .and_then(|time| SystemTime::try_from(*time).ok())
+                            .unwrap_or_else(SystemTime::now),
+                    })
+                })
+                .collect();
+            // Guard against a server that says "truncated" without a token: that would
+            // restart the listing from the top forever.
+            let next = match output.next_continuation_token() {
+                Some(next) if output.is_truncated() == Some(true) => Some(next.to_owned()),
+                _ => None,
+            };
+            Ok((objects, next))
+        })
+        .await
     }
 }
 

@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod orphans;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
