@@ -5,8 +5,11 @@
 mod common;
 
 mod auth;
+mod body_limits;
 mod chunks;
+mod client_address;
 mod namespaces;
 mod packages;
+mod pagination;
 mod system;
 mod tags;
