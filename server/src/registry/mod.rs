@@ -169,6 +169,10 @@ impl Registry {
         &self.chunk_budget
     }
 
+    pub fn password_hashing(&self) -> &PasswordHashing {
+        &self.password_hashing
+    }
+
     /// Readiness: the database and the object store both answer.
     pub async fn check_ready(&self) -> Result<()> {
         crate::db::ping(&self.db).await?;

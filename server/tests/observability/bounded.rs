@@ -95,9 +95,42 @@ async fn wait_for_in_flight(app: &TestApp, expected: f64) {
 }
 
 async fn in_flight_returns_to_zero_when_clients_go_away(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    let settings = niso_server::registry::RegistrySettings {
+        password_hash_concurrency: 1,
+        password_hash_wait: Duration::from_secs(600),
+        ..crate::common::test_settings()
+    };
+    let app = TestApp::with_settings(backend, settings).await;
     let key = app.register("leaver").await;
     let address = app.base.strip_prefix("http://").unwrap().to_owned();
+
+    // A login waiting for the (only, held) password-hashing slot when its client hangs up:
+    // the server drops the request's future without it ever finishing.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let registry = app.registry.clone();
+    let holder = tokio::spawn(async move {
+        registry
+            .password_hashing()
+            .run(move || released.recv())
+            .await
+    });
+    while app.registry.password_hashing().available() > 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut waiting = TcpStream::connect(&address).await.unwrap();
+    let body = br#"{"username":"leaver","password":"password-of-leaver"}"#;
+    let head = format!(
+        "POST /v1/auth/login HTTP/1.1\r\nHost: niso\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    waiting.write_all(head.as_bytes()).await.unwrap();
+    waiting.write_all(body).await.unwrap();
+    wait_for_in_flight(&app, 1.0).await;
+    drop(waiting);
+    wait_for_in_flight(&app, 0.0).await;
+    release.send(()).unwrap();
+    holder.await.unwrap().unwrap().unwrap();
 
     // An upload that sends part of its body and then hangs up.
     let mut upload = TcpStream::connect(&address).await.unwrap();
