@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::client_address::{ForwardedHeader, TrustedProxies};
 use crate::storage::s3::S3Settings;
 
 /// Content-defined chunking parameters. Fixed per deployment: changing them ruins dedup.
@@ -47,6 +48,22 @@ pub struct Config {
     pub login_max_failures: u32,
     pub login_window: Duration,
     pub gc_grace_period: Duration,
+    /// Largest JSON request body (`NISO_JSON_BODY_LIMIT_BYTES`, default 64 KiB).
+    pub json_body_limit_bytes: usize,
+    /// Time to receive a whole JSON body (`NISO_JSON_BODY_TIMEOUT_SECS`, default 15 s).
+    pub json_body_timeout: Duration,
+    /// Proxies whose forwarding header is believed (`NISO_TRUSTED_PROXIES`, default none).
+    pub trusted_proxies: TrustedProxies,
+    /// `x-forwarded-for` (default) or `forwarded` (`NISO_TRUSTED_PROXY_HEADER`).
+    pub trusted_proxy_header: ForwardedHeader,
+    /// Concurrent argon2 computations (`NISO_PASSWORD_HASH_CONCURRENCY`, default: the CPUs).
+    pub password_hash_concurrency: usize,
+    /// Wait for a hashing slot before 503 (`NISO_PASSWORD_HASH_WAIT_SECS`, default 10 s).
+    pub password_hash_wait: Duration,
+    /// Registrations per client address per window (`NISO_REGISTRATION_MAX_PER_ADDRESS`,
+    /// default 20; `NISO_REGISTRATION_WINDOW_SECS`, default 3600).
+    pub registration_max_per_address: u32,
+    pub registration_window: Duration,
 }
 
 /// The TOML file: the same settings, named like the variables without the `NISO_` prefix.
@@ -71,6 +88,14 @@ struct FileConfig {
     login_max_failures: Option<u32>,
     login_window_secs: Option<u64>,
     gc_grace_secs: Option<u64>,
+    json_body_limit_bytes: Option<usize>,
+    json_body_timeout_secs: Option<u64>,
+    trusted_proxies: Option<String>,
+    trusted_proxy_header: Option<String>,
+    password_hash_concurrency: Option<usize>,
+    password_hash_wait_secs: Option<u64>,
+    registration_max_per_address: Option<u32>,
+    registration_window_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +283,67 @@ impl Source<'_> {
                 "need 64 ≤ min ≤ avg ≤ max, avg ≥ 256, max ≤ 16 MiB",
             ));
         }
+        let json_body_limit_bytes: usize = self.parse(
+            "NISO_JSON_BODY_LIMIT_BYTES",
+            file.json_body_limit_bytes.map(|v| v.to_string()),
+            64 * 1024,
+        )?;
+        if !(1024..=16 * 1024 * 1024).contains(&json_body_limit_bytes) {
+            return Err(invalid(
+                "NISO_JSON_BODY_LIMIT_BYTES",
+                &json_body_limit_bytes.to_string(),
+                "must be from 1024 to 16777216",
+            ));
+        }
+        let json_body_timeout = self.seconds(
+            "NISO_JSON_BODY_TIMEOUT_SECS",
+            file.json_body_timeout_secs,
+            15,
+        )?;
+        if json_body_timeout.is_zero() {
+            return Err(invalid(
+                "NISO_JSON_BODY_TIMEOUT_SECS",
+                "0",
+                "must be positive",
+            ));
+        }
+        let trusted_proxies = self.parse(
+            "NISO_TRUSTED_PROXIES",
+            file.trusted_proxies.clone(),
+            TrustedProxies::none(),
+        )?;
+        let trusted_proxy_header = self.parse(
+            "NISO_TRUSTED_PROXY_HEADER",
+            file.trusted_proxy_header.clone(),
+            ForwardedHeader::default(),
+        )?;
+        // Each argon2 computation holds 19 MiB and a core for tens of milliseconds: more at
+        // once than there are cores only adds memory, not throughput.
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let password_hash_concurrency: usize = self.parse(
+            "NISO_PASSWORD_HASH_CONCURRENCY",
+            file.password_hash_concurrency.map(|v| v.to_string()),
+            cores,
+        )?;
+        if !(1..=1024).contains(&password_hash_concurrency) {
+            return Err(invalid(
+                "NISO_PASSWORD_HASH_CONCURRENCY",
+                &password_hash_concurrency.to_string(),
+                "must be from 1 to 1024",
+            ));
+        }
+        let registration_max_per_address: u32 = self.parse(
+            "NISO_REGISTRATION_MAX_PER_ADDRESS",
+            file.registration_max_per_address.map(|v| v.to_string()),
+            20,
+        )?;
+        if registration_max_per_address == 0 {
+            return Err(invalid(
+                "NISO_REGISTRATION_MAX_PER_ADDRESS",
+                "0",
+                "must be positive",
+            ));
+        }
         Ok(Config {
             listen,
             metrics_listen,
@@ -280,6 +366,22 @@ impl Source<'_> {
             )?,
             login_window: self.seconds("NISO_LOGIN_WINDOW_SECS", file.login_window_secs, 300)?,
             gc_grace_period: self.seconds("NISO_GC_GRACE_SECS", file.gc_grace_secs, 3600)?,
+            json_body_limit_bytes,
+            json_body_timeout,
+            trusted_proxies,
+            trusted_proxy_header,
+            password_hash_concurrency,
+            password_hash_wait: self.seconds(
+                "NISO_PASSWORD_HASH_WAIT_SECS",
+                file.password_hash_wait_secs,
+                10,
+            )?,
+            registration_max_per_address,
+            registration_window: self.seconds(
+                "NISO_REGISTRATION_WINDOW_SECS",
+                file.registration_window_secs,
+                3600,
+            )?,
         })
     }
 }
@@ -375,6 +477,32 @@ mod tests {
         let error = config_from(&[("NISO_DATABASE_URL", "mysql://u:secret@h/db")]).unwrap_err();
         assert!(error.to_string().contains("NISO_DATABASE_URL"));
         assert!(!error.to_string().contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn limits_have_production_defaults_and_named_errors() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.json_body_limit_bytes, 64 * 1024);
+        assert!(config.trusted_proxies.is_empty());
+        assert!(config.password_hash_concurrency >= 1);
+        let config = config_from(&[
+            ("NISO_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
+            ("NISO_TRUSTED_PROXY_HEADER", "Forwarded"),
+        ])
+        .unwrap();
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert_eq!(config.trusted_proxy_header, ForwardedHeader::Forwarded);
+        for (name, value) in [
+            ("NISO_TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
+            ("NISO_TRUSTED_PROXY_HEADER", "x-real-ip"),
+            ("NISO_JSON_BODY_LIMIT_BYTES", "12"),
+            ("NISO_JSON_BODY_TIMEOUT_SECS", "0"),
+            ("NISO_PASSWORD_HASH_CONCURRENCY", "0"),
+            ("NISO_REGISTRATION_MAX_PER_ADDRESS", "-1"),
+        ] {
+            let error = config_from(&[(name, value)]).unwrap_err();
+            assert!(error.to_string().contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Prometheus metrics of the API server, served as text on their own listener
 //! (`NISO_METRICS_LISTEN`). Names follow Prometheus conventions: `niso_` prefix, `_total`
 //! counters, `_seconds` and `_bytes` units.
+//!
+//! Every label value comes from a closed set (route templates or `unmatched`, known methods or
+//! `other`, the statuses our handlers emit, statement kinds): a value taken from the request
+//! would let any client add series without bound.
 
 use std::sync::Arc;
 
@@ -155,6 +159,44 @@ impl Metrics {
     }
 }
 
+/// The method as a label value: a known method, or `other` for anything a client made up.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
+}
+
+/// One request counted in `niso_http_requests_in_flight` for as long as this lives. Dropping
+/// it gives the count back, so a request whose future is dropped (the client went away) or
+/// unwinds (a handler panicked) leaves the gauge as it found it.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn start(gauge: &IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Times every statement `db` runs into `niso_db_query_duration_seconds` (sea-orm's metric
 /// callback; transactions opened on `db` inherit it), and reports its connection pool as
 /// `niso_db_pool_connections{state="idle"|"in_use"}` at each scrape.
@@ -236,7 +278,31 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::statement_kind;
+    use super::{InFlight, Metrics, method_label, statement_kind};
+    use axum::http::Method;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for made_up in ["FOO", "get", "X-RANDOM-1234", "PROPFIND"] {
+            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
+
+    #[test]
+    fn in_flight_is_given_back_when_a_request_unwinds() {
+        let metrics = Metrics::new();
+        let gauge = metrics.http_in_flight.clone();
+        let outcome = std::panic::catch_unwind(move || {
+            let _request = InFlight::start(&gauge);
+            assert_eq!(gauge.get(), 1);
+            panic!("a handler panicked");
+        });
+        assert!(outcome.is_err());
+        assert_eq!(metrics.http_in_flight.get(), 0);
+    }
 
     #[test]
     fn statement_kinds_are_a_fixed_set() {

@@ -127,6 +127,8 @@ INVALID_VALUES = {
     "bad resource quantity": {"server": {"resources": {"limits": {"memory": "lots"}}}},
     "unknown resource": {"server": {"resources": {"limits": {"gpu": 1}}}},
     "bad log format": {"config": {"logFormat": "xml"}},
+    "trusted proxy that is not a CIDR": {"server": {"trustedProxies": ["ingress-nginx"]}},
+    "trusted proxies as one string": {"server": {"trustedProxies": "10.0.0.0/8"}},
     "endpoint without scheme": {"tracing": {"otlpEndpoint": "collector:4318"}},
 }
 
@@ -561,6 +563,26 @@ def test_ingress_is_fit_for_large_uploads():
     # The user's annotations win over the chart's defaults.
     docs, _ = render({"ingress": {"enabled": True, "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "0"}}})
     assert one(docs, "Ingress", "niso")["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
+
+
+def test_trusted_proxies_follow_the_ingress():
+    def server_env(docs):
+        return env_of(server_deployment(docs)["spec"]["template"]["spec"]["containers"][0])
+
+    # Without an Ingress nothing is trusted: a forwarded header from a client is ignored.
+    docs, _ = rendered("default")
+    assert "NISO_TRUSTED_PROXIES" not in server_env(docs)
+    # With it, the private ranges the ingress controller's pods live in.
+    docs, _ = rendered("ingress")
+    proxies = server_env(docs)["NISO_TRUSTED_PROXIES"]["value"].split(",")
+    assert "10.0.0.0/8" in proxies and "192.168.0.0/16" in proxies and "fd00::/8" in proxies
+    # An explicit list wins, with or without the Ingress.
+    for ingress in (True, False):
+        docs, _ = render({
+            "ingress": {"enabled": ingress},
+            "server": {"trustedProxies": ["10.244.0.0/16", "fd12::/64"]},
+        })
+        assert server_env(docs)["NISO_TRUSTED_PROXIES"]["value"] == "10.244.0.0/16,fd12::/64"
 
 
 def test_network_policy():

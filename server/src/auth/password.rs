@@ -1,11 +1,18 @@
 //! Password hashing and verification with argon2id (DESIGN.md §5), including the dummy
 //! verification that makes a login for an unknown user cost as much as a wrong password.
 //!
-//! Every function here burns tens of milliseconds of CPU by design; async callers should run
-//! them on a blocking thread (`tokio::task::spawn_blocking`) rather than on the runtime.
+//! Every function here burns tens of milliseconds of CPU and 19 MiB of memory by design.
+//! Async callers run them through `PasswordHashing`, which bounds how many run at once (48
+//! concurrent registrations used to hold 700 MiB of argon2 memory) and runs each on a
+//! blocking thread.
 
 use std::hint::black_box;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::error::{Error, Result};
 
 use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
 
@@ -69,6 +76,54 @@ pub fn warm_up() {
     LazyLock::force(&DUMMY_HASH);
 }
 
+/// The server's password-hashing slots: at most `concurrency` argon2 computations at once, each
+/// on a blocking thread. A caller that cannot get a slot within `wait` is told to come back
+/// (503 with Retry-After) rather than queueing without bound.
+pub struct PasswordHashing {
+    slots: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl PasswordHashing {
+    pub fn new(concurrency: usize, wait: Duration) -> PasswordHashing {
+        PasswordHashing {
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            wait,
+        }
+    }
+
+    /// Runs `work` (a hash or a verification) on a blocking thread while holding a slot.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; treat it like a full one all the same.
+            Ok(Err(_)) | Err(_) => {
+                return Err(Error::Overloaded {
+                    message: "too many password checks in progress; retry shortly".into(),
+                    retry_after_secs: 2,
+                });
+            }
+        };
+        // The permit moves into the blocking task: if the caller goes away, the computation
+        // still holds its slot (and its memory) until it ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|error| Error::internal(format!("password hashing failed: {error}")))
+    }
+
+    /// Slots free right now (for tests and diagnostics).
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +173,53 @@ mod tests {
         assert!(!verify_password("password1", &huge));
         let slow = real.replacen("t=2", "t=1000", 1);
         assert!(!verify_password("password1", &slow));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_slots_bound_concurrency_and_refuse_when_saturated() {
+        let hashing = Arc::new(PasswordHashing::new(2, Duration::from_millis(200)));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (hashing, running, peak, released) = (
+                hashing.clone(),
+                running.clone(),
+                peak.clone(),
+                released.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                hashing
+                    .run(move || {
+                        let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                        // Held until the test lets go.
+                        let _ = released.lock().unwrap().recv();
+                        running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    })
+                    .await
+            }));
+        }
+        while hashing.available() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // Both slots are held: a third caller waits its bounded time and is told to retry.
+        let refused = hashing.run(|| ()).await.unwrap_err();
+        assert!(
+            matches!(refused, Error::Overloaded { retry_after_secs, .. } if retry_after_secs >= 1),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(hashing.available(), 2);
+        // Free again: work runs.
+        assert_eq!(hashing.run(|| 7).await.unwrap(), 7);
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! `/v1/auth/*`: register, login, the caller's profile and API keys.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::client_address::ClientAddress;
 use super::extract::{Auth, Json, Pagination, Query};
 use crate::error::{Error, Result};
 use crate::registry::accounts::{NewAccount, Profile};
@@ -101,19 +100,23 @@ pub struct KeyResponse {
 }
 
 #[utoipa::path(post, path = "/v1/auth/register", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 400), (status = 409)))]
+    responses((status = 201, body = RegisterResponse), (status = 400), (status = 409), (status = 413), (status = 429), (status = 503)))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddress,
     Json(request): Json<RegisterRequest>,
 ) -> Result<Response> {
     let (user, key) = state
         .registry
-        .register(NewAccount {
-            username: request.username,
-            email: request.email,
-            password: request.password,
-            display_name: request.display_name,
-        })
+        .register(
+            NewAccount {
+                username: request.username,
+                email: request.email,
+                password: request.password,
+                display_name: request.display_name,
+            },
+            Some(client.0),
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -127,15 +130,15 @@ pub async fn register(
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 401), (status = 429)))]
+    responses((status = 200, body = LoginResponse), (status = 401), (status = 413), (status = 429), (status = 503)))]
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: ClientAddress,
     Json(request): Json<LoginRequest>,
 ) -> Result<axum::Json<LoginResponse>> {
     let key = state
         .registry
-        .login(&request.username, &request.password, Some(peer.ip()))
+        .login(&request.username, &request.password, Some(client.0))
         .await?;
     Ok(axum::Json(LoginResponse {
         api_key: key.plaintext,
@@ -202,7 +205,7 @@ pub async fn list_keys(
 ) -> Result<axum::Json<Vec<KeyResponse>>> {
     let keys = state
         .registry
-        .list_keys(&principal, pagination.limit()?, pagination.offset())
+        .list_keys(&principal, pagination.limit(), pagination.offset())
         .await?;
     Ok(axum::Json(
         keys.into_iter()

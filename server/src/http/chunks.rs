@@ -1,6 +1,5 @@
 //! `/v1/chunks/{hash}`: content-addressed chunk download and (admin) upload.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::Auth;
+use super::extract::{Auth, ChunkBody};
 use crate::error::Result;
 
 #[derive(Serialize, ToSchema)]
@@ -47,7 +46,7 @@ pub async fn put_chunk(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(hash): Path<String>,
-    body: Bytes,
+    ChunkBody(body): ChunkBody,
 ) -> Result<Response> {
     let permit = state.registry.authorize_chunk_upload(&principal)?;
     let stored = state.registry.put_chunk(&permit, &hash, body).await?;

@@ -12,17 +12,72 @@ use super::AppState;
 use crate::auth::Principal;
 use crate::error::Error;
 
-/// A JSON body; malformed JSON, a wrong content type or unknown fields are a 400.
+/// A JSON body; malformed JSON, a wrong content type or unknown fields are a 400. The body is
+/// read whole, so it is small: at most `json_body_limit_bytes` (413, early when declared) and
+/// received within `json_body_timeout` (408).
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = Error;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json_content_type(request.headers()) {
+            return Err(Error::BadRequest(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        let settings = state.registry.settings();
+        let (parts, body) = request.into_parts();
+        let bytes = super::body::read_limited(
+            &parts.headers,
+            body,
+            settings.json_body_limit_bytes,
+            settings.json_body_timeout,
+        )
+        .await?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// `application/json` or `application/…+json`, as axum's own extractor accepts.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
+}
+
+/// A single chunk's bytes (`PUT /v1/chunks/{hash}`): at most `body::MAX_CHUNK_BODY_BYTES`,
+/// received within the JSON body timeout scaled to the size.
+pub struct ChunkBody(pub axum::body::Bytes);
+
+impl FromRequest<AppState> for ChunkBody {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let settings = state.registry.settings();
+        // 16 MiB at 64 KiB per JSON timeout: ample for any client that is really sending.
+        let timeout = settings.json_body_timeout.saturating_mul(16);
+        let (parts, body) = request.into_parts();
+        super::body::read_limited(
+            &parts.headers,
+            body,
+            super::body::MAX_CHUNK_BODY_BYTES,
+            timeout,
+        )
+        .await
+        .map(ChunkBody)
     }
 }
 
@@ -57,34 +112,114 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Query(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(error)) => Err(Error::BadRequest(
-                format!("invalid query string: {}", error.body_text()),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => {
+                let text = error.body_text();
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Err(Error::BadRequest(format!("invalid query string: {detail}")))
+            }
             Err(other) => Err(Error::BadRequest(other.body_text())),
         }
     }
 }
 
-/// `limit` (default 100, at most 1000) and `offset` of list endpoints.
-#[derive(Debug, Deserialize)]
+/// `limit` and `offset` of list endpoints. Each is parsed into a type whose range the
+/// database can take, so no query value reaches the driver out of range (an offset past
+/// `i64::MAX` used to panic inside it and drop the connection).
+#[derive(Debug, Default, Deserialize)]
 pub struct Pagination {
-    pub limit: Option<u64>,
-    pub offset: Option<u64>,
+    pub limit: Option<Limit>,
+    pub offset: Option<Offset>,
 }
 
 impl Pagination {
-    pub fn limit(&self) -> Result<u64, Error> {
-        match self.limit {
-            Some(0) => Err(Error::BadRequest("limit must be at least 1".into())),
-            Some(limit) => Ok(limit.min(1000)),
-            None => Ok(100),
-        }
+    pub fn limit(&self) -> u64 {
+        self.limit.unwrap_or_default().get()
     }
 
     pub fn offset(&self) -> u64 {
-        self.offset.unwrap_or(0)
+        self.offset.unwrap_or_default().get()
     }
 }
+
+/// How many rows a list returns: 1 to 1000, default 100. Larger values are clamped to 1000
+/// (DESIGN.md: "max 1000"); zero, negative and non-numeric values are a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(u64);
+
+impl Limit {
+    pub const DEFAULT: u64 = 100;
+    pub const MAX: u64 = 1000;
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit(Limit::DEFAULT)
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const MESSAGE: &str = "limit must be a whole number from 1 to 1000";
+        if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(MESSAGE.into());
+        }
+        // All digits: a parse failure can only be an overflow, which is "more than 1000".
+        match text.parse::<u64>() {
+            Ok(0) => Err(MESSAGE.into()),
+            Ok(limit) => Ok(Limit(limit.min(Limit::MAX))),
+            Err(_) => Ok(Limit(Limit::MAX)),
+        }
+    }
+}
+
+/// How many rows a list skips: 0 to `Offset::MAX`. The bound keeps the value inside the
+/// database's signed 64-bit range with room to spare; no listing is that long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offset(u64);
+
+impl Offset {
+    pub const MAX: u64 = 1_000_000_000;
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for Offset {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse::<u64>()
+            .ok()
+            .filter(|offset| *offset <= Offset::MAX)
+            .filter(|_| text.bytes().all(|byte| byte.is_ascii_digit()))
+            .map(Offset)
+            .ok_or_else(|| format!("offset must be a whole number from 0 to {}", Offset::MAX))
+    }
+}
+
+/// Deserializes a query value through its `FromStr`, so the type's own message reaches the
+/// client instead of serde's.
+macro_rules! deserialize_from_str {
+    ($type:ty) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_from_str!(Limit);
+deserialize_from_str!(Offset);
 
 /// The authenticated caller (401 without a valid key).
 pub struct Auth(pub Principal);

@@ -3,7 +3,9 @@
 //! map the result.
 
 pub mod auth;
+pub mod body;
 pub mod chunks;
+pub mod client_address;
 pub mod extract;
 pub mod namespaces;
 pub mod openapi;
@@ -28,9 +30,10 @@ use tracing::Instrument as _;
 use crate::error::Error;
 use crate::registry::Registry;
 
-/// Largest JSON body and single-chunk upload accepted (archive uploads stream and have their
-/// own limit).
-const SMALL_BODY_LIMIT: usize = 32 * 1024 * 1024;
+/// What axum's own body extractors may read, should a handler use one: as small as a JSON
+/// body. Our JSON and chunk extractors (`extract.rs`) enforce their own limits and deadlines,
+/// and archive uploads stream under theirs.
+const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -71,7 +74,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -90,9 +93,13 @@ async fn method_not_allowed() -> Response {
 /// Counts and times every request by route template and status, logs it, and traces it: one
 /// server span per request, a child of the caller's trace when a W3C `traceparent` header
 /// comes in, carrying the route template, the status and the package name.
+///
+/// Label values and the span name come only from closed sets (see `metrics.rs`): the method
+/// a client sends is any token it likes.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
+    let method_label = crate::metrics::method_label(&method);
     let matched = request
         .extensions()
         .get::<MatchedPath>()
@@ -109,14 +116,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .map(|(_, route)| route.template().to_owned())
         .or_else(|| matched.clone())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span_name = format!("{method} {span_route}");
+    let span_name = format!("{method_label} {span_route}");
     let package_name = package.as_ref().map(|(name, _)| name.to_string());
     let span = tracing::info_span!(
         "request",
         otel.name = span_name.as_str(),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
+        http.request.method = method_label,
         http.route = span_route.as_str(),
         http.response.status_code = tracing::field::Empty,
         url.path = request.uri().path(),
@@ -128,7 +135,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     // Fails only when no OpenTelemetry layer is installed, and then there is nothing to join.
     let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
     let metrics = state.registry.metrics().clone();
-    metrics.http_in_flight.inc();
+    // Given back when dropped: when the client goes away mid-request this future is dropped
+    // here, and a panicking handler unwinds through it.
+    let in_flight = crate::metrics::InFlight::start(&metrics.http_in_flight);
     let sends_body = matches!(method, Method::PUT | Method::POST | Method::PATCH);
     let mut response = next.run(request).instrument(span.clone()).await;
     if sends_body && !response.status().is_success() {
@@ -140,22 +149,22 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             axum::http::HeaderValue::from_static("close"),
         );
     }
-    metrics.http_in_flight.dec();
     let route = response
         .extensions()
         .get::<packages::RouteTemplate>()
         .map(|template| template.0.to_owned())
         .or(matched)
         .unwrap_or_else(|| "unmatched".to_owned());
+    // Our handlers and axum emit a closed set of statuses, so the code itself is the label.
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
     metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[route.as_str(), method_label, status.as_str()])
         .inc();
     metrics
         .http_request_seconds
-        .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+        .with_label_values(&[route.as_str(), method_label, status.as_str()])
         .observe(elapsed.as_secs_f64());
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
@@ -163,14 +172,21 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     }
     span.in_scope(|| {
         tracing::info!(
-            method = %method,
+            method = method_label,
             route = %route,
             status = response.status().as_u16(),
             elapsed_ms = elapsed.as_millis() as u64,
             "request"
         )
     });
-    response
+    // A streamed response (a download) is still being served until its body is sent or
+    // dropped: the body carries the in-flight count from here.
+    response.map(|body| {
+        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+            let _ = &in_flight;
+            frame
+        }))
+    })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Json, Pagination, Query, authenticate};
+use super::extract::{Json, Limit, Offset, Pagination, Query, authenticate};
 use super::package_path::{PackageRoute, parse_package_path};
 use super::range::{RangeRequest, parse_range};
 use crate::error::{Error, Result};
@@ -28,8 +28,8 @@ pub struct RouteTemplate(pub &'static str);
 #[derive(Deserialize)]
 pub struct ListQuery {
     pub q: Option<String>,
-    pub limit: Option<u64>,
-    pub offset: Option<u64>,
+    pub limit: Option<Limit>,
+    pub offset: Option<Offset>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -97,7 +97,7 @@ pub async fn list_packages(
     };
     let packages = state
         .registry
-        .list_packages(query.q.as_deref(), pagination.limit()?, pagination.offset())
+        .list_packages(query.q.as_deref(), pagination.limit(), pagination.offset())
         .await?;
     Ok(axum::Json(
         packages
@@ -166,7 +166,7 @@ async fn versions(state: &AppState, name: &PackageName, request: Request) -> Res
         .await?;
     let versions = state
         .registry
-        .list_versions(name, pagination.limit()?, pagination.offset())
+        .list_versions(name, pagination.limit(), pagination.offset())
         .await?;
     Ok(axum::Json(
         versions

@@ -11,7 +11,7 @@ use entity::{namespace, namespace_member, user};
 
 use super::keys::{CreatedKey, USER_KEY_SCOPE};
 use super::permissions::{Role, UserPermit};
-use super::{Registry, blocking, is_unique_violation, now};
+use super::{Registry, is_unique_violation, now};
 use crate::auth::password::{hash_password, verify_password, verify_unknown_user};
 use crate::error::{Error, Result};
 use crate::names::{validate_email, validate_password, validate_username};
@@ -38,8 +38,13 @@ const BAD_CREDENTIALS: &str = "invalid username or password";
 
 impl Registry {
     /// Creates the user, the `@username` namespace (type `user`, the user as owner) and the
-    /// first key, all or nothing.
-    pub async fn register(&self, account: NewAccount) -> Result<(user::Model, CreatedKey)> {
+    /// first key, all or nothing. `client` is where the request came from: each address may
+    /// register `registration_max_per_address` accounts per window (429 beyond).
+    pub async fn register(
+        &self,
+        account: NewAccount,
+        client: Option<IpAddr>,
+    ) -> Result<(user::Model, CreatedKey)> {
         validate_username(&account.username)?;
         validate_email(&account.email)?;
         validate_password(&account.password)?;
@@ -48,8 +53,15 @@ impl Registry {
         if self.find_namespace(&namespace_name).await?.is_some() {
             return Err(name_taken(&account.username));
         }
+        // Counted before the (expensive) hash, like login attempts: a burst cannot all pass.
+        if let Some(client) = client {
+            self.count_registration(client).await?;
+        }
         let password = account.password;
-        let password_hash = blocking(move || hash_password(&password)).await?;
+        let password_hash = self
+            .password_hashing
+            .run(move || hash_password(&password))
+            .await?;
 
         let transaction = self.db.begin().await?;
         let created_at = now();
@@ -133,10 +145,14 @@ impl Registry {
         let verified = match &user {
             Some(user) => {
                 let hash = user.password_hash.clone();
-                blocking(move || verify_password(&password, &hash)).await?
+                self.password_hashing
+                    .run(move || verify_password(&password, &hash))
+                    .await?
             }
             None => {
-                blocking(move || verify_unknown_user(&password)).await?;
+                self.password_hashing
+                    .run(move || verify_unknown_user(&password))
+                    .await?;
                 false
             }
         };

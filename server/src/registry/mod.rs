@@ -24,8 +24,10 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Utc};
 use sea_orm::DatabaseConnection;
 
+use crate::auth::password::PasswordHashing;
 use crate::config::{ChunkingSettings, Config};
 use crate::error::{Error, Result};
+use crate::http::client_address::{ForwardedHeader, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
@@ -44,6 +46,21 @@ pub struct RegistrySettings {
     pub login_window: Duration,
     /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
     pub chunk_budget_bytes: usize,
+    /// Largest JSON request body (413 beyond it).
+    pub json_body_limit_bytes: usize,
+    /// How long a client has to send a whole JSON body (408 after it).
+    pub json_body_timeout: Duration,
+    /// Peers whose forwarding header names the client (see `http/client_address.rs`).
+    pub trusted_proxies: TrustedProxies,
+    /// The header those proxies write.
+    pub trusted_proxy_header: ForwardedHeader,
+    /// Password hashes and verifications computed at once (each holds ~19 MiB).
+    pub password_hash_concurrency: usize,
+    /// How long a registration or login waits for a hashing slot before a 503.
+    pub password_hash_wait: Duration,
+    /// Registrations one client address may make per `registration_window`.
+    pub registration_max_per_address: u32,
+    pub registration_window: Duration,
 }
 
 impl RegistrySettings {
@@ -55,6 +72,14 @@ impl RegistrySettings {
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
             chunk_budget_bytes: chunk_pipeline::DEFAULT_BUDGET_BYTES,
+            json_body_limit_bytes: config.json_body_limit_bytes,
+            json_body_timeout: config.json_body_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
+            trusted_proxy_header: config.trusted_proxy_header,
+            password_hash_concurrency: config.password_hash_concurrency,
+            password_hash_wait: config.password_hash_wait,
+            registration_max_per_address: config.registration_max_per_address,
+            registration_window: config.registration_window,
         }
     }
 }
@@ -67,6 +92,7 @@ pub struct Registry {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) download_counter: DownloadCounter,
     pub(crate) chunk_budget: ChunkBudget,
+    pub(crate) password_hashing: PasswordHashing,
 }
 
 impl Registry {
@@ -79,6 +105,10 @@ impl Registry {
         let mut db = db;
         crate::metrics::observe_database(&mut db, &metrics);
         let chunk_budget = ChunkBudget::new(settings.chunk_budget_bytes);
+        let password_hashing = PasswordHashing::new(
+            settings.password_hash_concurrency,
+            settings.password_hash_wait,
+        );
         Registry {
             db,
             store,
@@ -86,6 +116,7 @@ impl Registry {
             metrics,
             download_counter: DownloadCounter::default(),
             chunk_budget,
+            password_hashing,
         }
     }
 
@@ -136,6 +167,10 @@ impl Registry {
 
     pub fn chunk_budget(&self) -> &ChunkBudget {
         &self.chunk_budget
+    }
+
+    pub fn password_hashing(&self) -> &PasswordHashing {
+        &self.password_hashing
     }
 
     /// Readiness: the database and the object store both answer.

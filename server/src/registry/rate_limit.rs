@@ -1,12 +1,16 @@
-//! The login rate limit: login attempts counted per username and per client address in the
-//! database, so the limit holds across every replica.
+//! Rate limits kept in the database, so they hold across every replica: login attempts per
+//! username and per client address, and registrations per client address.
 //!
-//! An attempt is counted *before* its password is checked, and only the attempts whose count
-//! stays within the limit go on to the check. Counting afterwards would let a burst of
+//! An attempt is counted *before* its password is checked (or hashed), and only the attempts
+//! whose count stays within the limit go on. Counting afterwards would let a burst of
 //! concurrent guesses all pass the "too many failures?" test before any of them is recorded.
 //! A successful login then gives its attempt back (and clears the username's counter).
+//!
+//! Client addresses come from `http::client_address` (the forwarded client behind a trusted
+//! proxy). An IPv6 client is counted by its /64: one host usually holds a whole /64, and
+//! keying on the full address would give it 2^64 fresh buckets.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use chrono::Duration as ChronoDuration;
 use sea_orm::sea_query::ExprTrait;
@@ -23,8 +27,23 @@ fn user_bucket(username: &str) -> String {
     format!("user:{username}")
 }
 
+/// The address a client is counted by: IPv4 as is, IPv6 by its /64.
+fn client_key(address: IpAddr) -> String {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", Ipv6Addr::from(network))
+        }
+    }
+}
+
 fn address_bucket(address: IpAddr) -> String {
-    format!("addr:{address}")
+    format!("addr:{}", client_key(address))
+}
+
+fn registration_bucket(address: IpAddr) -> String {
+    format!("register:{}", client_key(address))
 }
 
 fn buckets(username: &str, client: Option<IpAddr>) -> Vec<String> {
@@ -41,12 +60,39 @@ fn buckets(username: &str, client: Option<IpAddr>) -> Vec<String> {
     buckets
 }
 
+fn chrono_window(window: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(window).unwrap_or(ChronoDuration::minutes(5))
+}
+
 /// How many times counting an attempt retries when concurrent requests keep changing the row.
 const COUNT_RETRIES: usize = 8;
 
 impl Registry {
     fn login_window(&self) -> ChronoDuration {
-        ChronoDuration::from_std(self.settings.login_window).unwrap_or(ChronoDuration::minutes(5))
+        chrono_window(self.settings.login_window)
+    }
+
+    /// Counts a registration from `client`; 429 once the address has used up its
+    /// registrations in the window.
+    pub(crate) async fn count_registration(&self, client: IpAddr) -> Result<()> {
+        let window = chrono_window(self.settings.registration_window);
+        let bucket = registration_bucket(client);
+        self.count_in_bucket(bucket.clone(), window).await?;
+        let current = now();
+        let row = login_attempt::Entity::find_by_id(bucket)
+            .one(&self.db)
+            .await?;
+        if let Some(row) = row
+            && Ord::max(row.failures, 0) as u32 > self.settings.registration_max_per_address
+            && row.window_start + window > current
+        {
+            return Err(Error::TooManyRequests {
+                message: "too many registrations from this address; retry later".into(),
+                retry_after_secs: Ord::max((row.window_start + window - current).num_seconds(), 1)
+                    as u64,
+            });
+        }
+        Ok(())
     }
 
     /// 429 when a bucket of this attempt holds more than `allowed` attempts in its window.
@@ -98,16 +144,16 @@ impl Registry {
         client: Option<IpAddr>,
     ) -> Result<()> {
         for bucket in buckets(username, client) {
-            self.count_in_bucket(bucket).await?;
+            self.count_in_bucket(bucket, self.login_window()).await?;
         }
         self.check_buckets(username, client, self.settings.login_max_failures)
             .await
     }
 
     /// One more attempt in `bucket`, starting a new window when the old one has passed.
-    async fn count_in_bucket(&self, bucket: String) -> Result<()> {
+    async fn count_in_bucket(&self, bucket: String, window: ChronoDuration) -> Result<()> {
         let current = now();
-        let window_cutoff = current - self.login_window();
+        let window_cutoff = current - window;
         for _ in 0..COUNT_RETRIES {
             // Within the current window: one more.
             let incremented = login_attempt::Entity::update_many()
@@ -155,7 +201,7 @@ impl Registry {
             }
         }
         Err(Error::Unavailable(format!(
-            "could not count a login attempt in {bucket} under contention"
+            "could not count an attempt in {bucket} under contention"
         )))
     }
 
@@ -183,5 +229,24 @@ impl Registry {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_bucket(a), address_bucket(b));
+        assert_ne!(address_bucket(a), address_bucket(other));
+        assert_eq!(address_bucket(a), "addr:2001:db8:1:2::/64");
+        // An IPv4-mapped address is its IPv4 address.
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(address_bucket(mapped), "addr:192.0.2.7");
+        assert_eq!(registration_bucket(mapped), "register:192.0.2.7");
     }
 }

@@ -5,9 +5,12 @@
 mod common;
 
 mod auth;
+mod body_limits;
 mod chunks;
+mod client_address;
 mod namespaces;
 mod packages;
+mod pagination;
 mod permissions;
 mod system;
 mod tags;

@@ -66,6 +66,15 @@ pub fn test_settings() -> RegistrySettings {
         login_max_failures: 5,
         login_window: std::time::Duration::from_secs(300),
         chunk_budget_bytes: niso_server::registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
+        json_body_limit_bytes: 64 * 1024,
+        json_body_timeout: std::time::Duration::from_secs(15),
+        trusted_proxies: niso_server::http::client_address::TrustedProxies::none(),
+        trusted_proxy_header: niso_server::http::client_address::ForwardedHeader::XForwardedFor,
+        password_hash_concurrency: 4,
+        password_hash_wait: std::time::Duration::from_secs(60),
+        // Every test client comes from loopback: registrations are limited in their own tests.
+        registration_max_per_address: 100_000,
+        registration_window: std::time::Duration::from_secs(3600),
     }
 }
 

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bounded;
 mod exposition;
 mod metrics;
 mod otlp;
