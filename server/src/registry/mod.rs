@@ -44,6 +44,14 @@ pub struct RegistrySettings {
     pub login_window: Duration,
     /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
     pub chunk_budget_bytes: usize,
+    /// See `Config::body_idle_timeout` (applied by `http::serve` to every request body).
+    pub body_idle_timeout: Duration,
+    /// See `Config::header_read_timeout` (applied by `http::serve`).
+    pub header_read_timeout: Duration,
+    /// Server-wide concurrent uploads (see `upload_limits.rs`).
+    pub max_concurrent_uploads: usize,
+    /// Concurrent uploads per user, or per key not linked to a user.
+    pub max_uploads_per_principal: usize,
 }
 
 impl RegistrySettings {
@@ -55,6 +63,10 @@ impl RegistrySettings {
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
             chunk_budget_bytes: chunk_pipeline::DEFAULT_BUDGET_BYTES,
+            body_idle_timeout: config.body_idle_timeout,
+            header_read_timeout: config.header_read_timeout,
+            max_concurrent_uploads: config.max_concurrent_uploads,
+            max_uploads_per_principal: config.max_uploads_per_principal,
         }
     }
 }

@@ -10,3 +10,4 @@ mod namespaces;
 mod packages;
 mod system;
 mod tags;
+mod upload_governance;

@@ -59,6 +59,14 @@ pub fn test_settings() -> RegistrySettings {
         login_max_failures: 5,
         login_window: std::time::Duration::from_secs(300),
         chunk_budget_bytes: niso_server::registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
+        body_idle_timeout: std::time::Duration::from_secs(
+            niso_server::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+        ),
+        header_read_timeout: std::time::Duration::from_secs(
+            niso_server::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        ),
+        max_concurrent_uploads: niso_server::config::DEFAULT_MAX_CONCURRENT_UPLOADS,
+        max_uploads_per_principal: niso_server::config::DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
     }
 }
 
