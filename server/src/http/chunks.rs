@@ -1,6 +1,6 @@
 //! `/v1/chunks/{hash}`: content-addressed chunk download and (admin) upload.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +10,11 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::extract::Auth;
 use crate::error::{Error, Result};
+
+/// Largest chunk upload: fastcdc's bound on the maximum chunk size, so any chunk a niso
+/// registry cuts (whatever its chunking settings) fits. The body is read whole (its hash is
+/// checked before it is stored), so this bounds the memory of one chunk upload.
+const MAX_CHUNK_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Serialize, ToSchema)]
 pub struct ChunkUploadResponse {
@@ -47,7 +52,7 @@ pub async fn put_chunk(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(hash): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response> {
     if !principal
         .scope
@@ -57,6 +62,12 @@ pub async fn put_chunk(
             "uploading chunks needs a key with the admin:* scope".into(),
         ));
     }
+    // The body is taken raw (not as `Bytes`) so the upload limits apply before it is read;
+    // held until the chunk is stored or the request ends.
+    let _slot = state.registry.upload_slot(&principal)?;
+    let body = axum::body::to_bytes(body, MAX_CHUNK_UPLOAD_BYTES)
+        .await
+        .map_err(super::serve::body_error)?;
     let stored = state.registry.put_chunk(&hash, body).await?;
     Ok((
         StatusCode::CREATED,

@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod rate_limit;
 pub mod tags;
 pub mod upload;
+pub mod upload_limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,7 @@ pub struct Registry {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) download_counter: DownloadCounter,
     pub(crate) chunk_budget: ChunkBudget,
+    pub(crate) upload_limits: upload_limits::UploadLimits,
 }
 
 impl Registry {
@@ -91,6 +93,10 @@ impl Registry {
         let mut db = db;
         crate::metrics::observe_database(&mut db, &metrics);
         let chunk_budget = ChunkBudget::new(settings.chunk_budget_bytes);
+        let upload_limits = upload_limits::UploadLimits::new(
+            settings.max_concurrent_uploads,
+            settings.max_uploads_per_principal,
+        );
         Registry {
             db,
             store,
@@ -98,6 +104,7 @@ impl Registry {
             metrics,
             download_counter: DownloadCounter::default(),
             chunk_budget,
+            upload_limits,
         }
     }
 
