@@ -103,7 +103,10 @@ async fn normal_client(server: &Server) -> Vec<(&'static str, bool, Duration)> {
         )
         .await;
     steps.push(("register", status == StatusCode::CREATED, started.elapsed()));
-    let key = registered["api_key"].as_str().unwrap_or_default().to_owned();
+    let key = registered["api_key"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
 
     let started = Instant::now();
     let (status, _) = server
@@ -222,17 +225,24 @@ async fn a_normal_client_is_served_while_hundreds_of_uploads_stall() {
     let stalls_ended_after = normal_started.elapsed();
     let peak_rss = peak_rss_mib(server.pid());
 
-    println!("load test ({STALLED_UPLOADS} stalled uploads, {SLOW_JSON_BODIES} stalled JSON bodies, idle timeout {IDLE_TIMEOUT_SECS} s):");
+    println!(
+        "load test ({STALLED_UPLOADS} stalled uploads, {SLOW_JSON_BODIES} stalled JSON bodies, idle timeout {IDLE_TIMEOUT_SECS} s):"
+    );
     println!("  stalled requests open and in flight after {stalls_opened_after:.1?}");
     for (step, ok, took) in &steps {
-        println!("  normal client: {step}: {} in {took:.2?}", if *ok { "ok" } else { "FAILED" });
+        println!(
+            "  normal client: {step}: {} in {took:.2?}",
+            if *ok { "ok" } else { "FAILED" }
+        );
     }
     println!("  normal client total: {normal_duration:.2?}");
     println!(
         "  still held when the normal client finished: {uploads_held}/{STALLED_UPLOADS} uploads, \
          {json_held}/{SLOW_JSON_BODIES} JSON bodies"
     );
-    println!("  all stalled connections ended {stalls_ended_after:.1?} after the normal client started");
+    println!(
+        "  all stalled connections ended {stalls_ended_after:.1?} after the normal client started"
+    );
     println!("  server peak RSS (VmHWM): {peak_rss} MiB");
     println!("  test duration: {:.1?}", test_started.elapsed());
 

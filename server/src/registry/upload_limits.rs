@@ -168,7 +168,10 @@ mod tests {
         let a = limits.try_acquire(&first_key).expect("first");
         let b = limits.try_acquire(&second_key).expect("second");
         // Two keys of one user share the user's limit.
-        let refused = limits.try_acquire(&first_key).err().expect("over the user's limit");
+        let refused = limits
+            .try_acquire(&first_key)
+            .err()
+            .expect("over the user's limit");
         assert_eq!(refused.status().as_u16(), 429);
         let unlinked = principal(3, None);
         let c = limits.try_acquire(&unlinked).expect("another principal");
@@ -181,9 +184,14 @@ mod tests {
         assert_eq!(limits.in_progress(), 3);
         drop(a);
         assert_eq!(limits.in_progress(), 2);
-        let d = limits.try_acquire(&second_key).expect("a slot is free again");
+        let d = limits
+            .try_acquire(&second_key)
+            .expect("a slot is free again");
         drop((b, c, d));
         assert_eq!(limits.in_progress(), 0);
-        assert!(limits.active.lock().unwrap().is_empty(), "no entry left behind");
+        assert!(
+            limits.active.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 }

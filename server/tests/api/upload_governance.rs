@@ -156,11 +156,16 @@ async fn wait_for_open_uploads(app: &TestApp, expected: u64) {
 }
 
 #[track_caller]
-fn assert_error_with_retry_after(response: &(StatusCode, Value, Option<String>), status: StatusCode) {
+fn assert_error_with_retry_after(
+    response: &(StatusCode, Value, Option<String>),
+    status: StatusCode,
+) {
     let (actual, body, retry_after) = response;
     assert_eq!(*actual, status, "body: {body}");
     assert!(
-        body["error"].as_str().is_some_and(|message| !message.is_empty()),
+        body["error"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
         "error body without a message: {body}"
     );
     let seconds: u64 = retry_after
@@ -241,7 +246,9 @@ async fn a_stalled_upload_is_aborted_with_408_and_its_lease_released(backend: Ba
         .expect("an answer before the connection closes");
     assert_eq!(response.status, 408, "{}", response.head);
     assert!(
-        response.body["error"].as_str().is_some_and(|m| !m.is_empty()),
+        response.body["error"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "{}",
         response.body
     );
@@ -344,7 +351,10 @@ async fn an_upload_that_keeps_sending_is_not_cut_off(backend: Backend) {
     let archive = random_archive(name, "1.0.0", 64 * 1024, 5);
     let checksum = sha256_hex(&archive);
     // Twice the idle timeout in total, but never idle for more than a tenth of it.
-    let pieces: Vec<Vec<u8>> = archive.chunks(archive.len() / 20 + 1).map(<[u8]>::to_vec).collect();
+    let pieces: Vec<Vec<u8>> = archive
+        .chunks(archive.len() / 20 + 1)
+        .map(<[u8]>::to_vec)
+        .collect();
     let body = futures::stream::iter(pieces).then(|piece| async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok::<_, std::io::Error>(piece)
@@ -406,7 +416,10 @@ async fn concurrent_uploads_per_principal_are_limited_with_429(backend: Backend)
             break;
         }
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
-        assert!(tokio::time::Instant::now() < deadline, "the slot was never released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never released"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -450,7 +463,10 @@ async fn server_wide_concurrent_uploads_are_limited_with_503(backend: Backend) {
             break;
         }
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(tokio::time::Instant::now() < deadline, "the slot was never released");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never released"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

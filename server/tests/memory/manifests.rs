@@ -28,7 +28,10 @@ fn large_manifest(version: &str) -> String {
 fn archive(version: &str) -> Vec<u8> {
     archives::tar_with_manifest(
         &large_manifest(version),
-        &[("bin/tool", format!("#!/bin/sh\necho {version}\n").as_bytes())],
+        &[(
+            "bin/tool",
+            format!("#!/bin/sh\necho {version}\n").as_bytes(),
+        )],
     )
 }
 
