@@ -191,14 +191,17 @@ async fn a_normal_client_is_served_while_hundreds_of_uploads_stall() {
             .await,
         );
     }
-    // Every stalled request has reached a handler (the in-flight gauge counts them).
+    // Every stalled request has reached a handler (the in-flight gauge counts them), and every
+    // stalled upload has begun and consumed its first bytes (the upload byte counter).
     let stalled_total = (STALLED_UPLOADS + SLOW_JSON_BODIES) as f64;
+    let first_bytes = (STALLED_UPLOADS * 512) as f64;
     eventually(
         Duration::from_secs(120),
-        "all stalled requests in flight",
+        "all stalled requests in flight and every upload started",
         || async {
             let in_flight = server.metric("niso_http_requests_in_flight").await;
-            (in_flight >= stalled_total).then_some(())
+            let received = server.metric("niso_upload_bytes_total").await;
+            (in_flight >= stalled_total && received >= first_bytes).then_some(())
         },
     )
     .await;
