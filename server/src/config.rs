@@ -64,6 +64,17 @@ pub struct Config {
     /// default 20; `NISO_REGISTRATION_WINDOW_SECS`, default 3600).
     pub registration_max_per_address: u32,
     pub registration_window: Duration,
+    /// A request body (upload, chunk, JSON) that sends nothing for this long while the server
+    /// waits for it is aborted with 408.
+    pub body_idle_timeout: Duration,
+    /// How long a client may take to send a request's head (also bounds an idle keep-alive
+    /// connection between requests).
+    pub header_read_timeout: Duration,
+    /// Uploads (archives and chunks) in progress at once on this replica (503 beyond it).
+    pub max_concurrent_uploads: usize,
+    /// Uploads in progress at once per user (all of its keys together), or per key for a key
+    /// not linked to a user (429 beyond it).
+    pub max_uploads_per_principal: usize,
 }
 
 /// The TOML file: the same settings, named like the variables without the `NISO_` prefix.
@@ -96,6 +107,10 @@ struct FileConfig {
     password_hash_wait_secs: Option<u64>,
     registration_max_per_address: Option<u32>,
     registration_window_secs: Option<u64>,
+    body_idle_timeout_secs: Option<u64>,
+    header_read_timeout_secs: Option<u64>,
+    max_concurrent_uploads: Option<usize>,
+    max_uploads_per_principal: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,9 +397,71 @@ impl Source<'_> {
                 file.registration_window_secs,
                 3600,
             )?,
+            body_idle_timeout: self.positive_seconds(
+                "NISO_BODY_IDLE_TIMEOUT_SECS",
+                file.body_idle_timeout_secs,
+                DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            )?,
+            header_read_timeout: self.positive_seconds(
+                "NISO_HEADER_READ_TIMEOUT_SECS",
+                file.header_read_timeout_secs,
+                DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            )?,
+            max_concurrent_uploads: self.positive_count(
+                "NISO_MAX_CONCURRENT_UPLOADS",
+                file.max_concurrent_uploads,
+                DEFAULT_MAX_CONCURRENT_UPLOADS,
+            )?,
+            max_uploads_per_principal: self.positive_count(
+                "NISO_MAX_UPLOADS_PER_PRINCIPAL",
+                file.max_uploads_per_principal,
+                DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
+            )?,
         })
     }
+
+    /// Seconds that must not be zero (a zero timeout would refuse every client).
+    fn positive_seconds(
+        &self,
+        name: &'static str,
+        file_value: Option<u64>,
+        default_secs: u64,
+    ) -> Result<Duration, ConfigError> {
+        let duration = self.seconds(name, file_value, default_secs)?;
+        if duration.is_zero() {
+            return Err(invalid(name, "0", "must be at least 1 second"));
+        }
+        Ok(duration)
+    }
+
+    /// A limit that must not be zero (a zero limit would refuse every upload).
+    fn positive_count(
+        &self,
+        name: &'static str,
+        file_value: Option<usize>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        let count = self.parse(name, file_value.map(|v| v.to_string()), default)?;
+        if count == 0 {
+            return Err(invalid(name, "0", "must be at least 1"));
+        }
+        Ok(count)
+    }
 }
+
+/// A client on a slow link still delivers some bytes every second or two; one that sends
+/// nothing for 30 s is gone or stalling on purpose. Only time spent waiting for the client
+/// counts (not our own backpressure), so a busy server never times out a healthy upload.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+/// hyper's own default: a request head is at most 64 KiB (the connection buffer).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Per replica. With the push-based archive validator an upload costs no thread; what it holds
+/// is its chunker buffer (1.125 × the maximum chunk size, touched only as data arrives), the
+/// decoder state and an `uploads` row, so 256 active uploads stay within a few hundred MiB.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 256;
+/// Enough for a CI job pushing every arch of a release at once; a fraction of the server-wide
+/// limit so one account cannot take it all.
+pub const DEFAULT_MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
 
 fn default_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
@@ -528,6 +605,37 @@ mod tests {
         let path = dir.path().join("niso.toml");
         std::fs::write(&path, "lsiten = \"127.0.0.1:7000\"\n").unwrap();
         assert!(Config::from_sources(Some(&path), |_| None).is_err());
+    }
+
+    #[test]
+    fn upload_governance_settings() {
+        let config = config_from(&[]).unwrap();
+        assert_eq!(config.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_concurrent_uploads, 256);
+        assert_eq!(config.max_uploads_per_principal, 16);
+        let config = config_from(&[
+            ("NISO_BODY_IDLE_TIMEOUT_SECS", "5"),
+            ("NISO_HEADER_READ_TIMEOUT_SECS", "7"),
+            ("NISO_MAX_CONCURRENT_UPLOADS", "3"),
+            ("NISO_MAX_UPLOADS_PER_PRINCIPAL", "2"),
+        ])
+        .unwrap();
+        assert_eq!(config.body_idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(7));
+        assert_eq!(config.max_concurrent_uploads, 3);
+        assert_eq!(config.max_uploads_per_principal, 2);
+        for name in [
+            "NISO_BODY_IDLE_TIMEOUT_SECS",
+            "NISO_HEADER_READ_TIMEOUT_SECS",
+            "NISO_MAX_CONCURRENT_UPLOADS",
+            "NISO_MAX_UPLOADS_PER_PRINCIPAL",
+        ] {
+            for bad in ["0", "soon", "-1"] {
+                let error = config_from(&[(name, bad)]).unwrap_err();
+                assert!(error.to_string().contains(name), "{name}={bad}: {error}");
+            }
+        }
     }
 
     #[test]

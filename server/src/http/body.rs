@@ -38,9 +38,8 @@ pub async fn read_limited(
     match tokio::time::timeout(timeout, read).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(error)) => Err(Error::BadRequest(format!(
-            "cannot read request body: {error}"
-        ))),
+        // An idle body (the connection loop's timeout) is a 408 like an idle upload.
+        Ok(Err(error)) => Err(super::serve::body_error(axum::Error::new(error))),
         Err(_) => Err(Error::RequestTimeout(format!(
             "request body not received within {} s",
             timeout.as_secs_f64()

@@ -1,13 +1,14 @@
 //! `/v1/chunks/{hash}`: content-addressed chunk download and (admin) upload.
 
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auth, ChunkBody};
+use super::extract::Auth;
 use crate::error::Result;
 
 #[derive(Serialize, ToSchema)]
@@ -46,9 +47,21 @@ pub async fn put_chunk(
     State(state): State<AppState>,
     Auth(principal): Auth,
     Path(hash): Path<String>,
-    ChunkBody(body): ChunkBody,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response> {
     let permit = state.registry.authorize_chunk_upload(&principal)?;
+    // The body is taken raw (not through an extractor) so the permission and the upload limits
+    // are checked before it is read; the slot is held until the chunk is stored or the request
+    // ends. The body is read whole (its hash is checked before it is stored): at most
+    // `MAX_CHUNK_BODY_BYTES`, fastcdc's bound on any chunk size.
+    let _slot = state.registry.upload_slot(&principal)?;
+    let settings = state.registry.settings();
+    // 16 MiB at 64 KiB per JSON timeout: ample for any client that is really sending.
+    let timeout = settings.json_body_timeout.saturating_mul(16);
+    let body =
+        super::body::read_limited(&headers, body, super::body::MAX_CHUNK_BODY_BYTES, timeout)
+            .await?;
     let stored = state.registry.put_chunk(&permit, &hash, body).await?;
     Ok((
         StatusCode::CREATED,

@@ -58,29 +58,6 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
         && (subtype.eq_ignore_ascii_case("json") || subtype.to_ascii_lowercase().ends_with("+json"))
 }
 
-/// A single chunk's bytes (`PUT /v1/chunks/{hash}`): at most `body::MAX_CHUNK_BODY_BYTES`,
-/// received within the JSON body timeout scaled to the size.
-pub struct ChunkBody(pub axum::body::Bytes);
-
-impl FromRequest<AppState> for ChunkBody {
-    type Rejection = Error;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let settings = state.registry.settings();
-        // 16 MiB at 64 KiB per JSON timeout: ample for any client that is really sending.
-        let timeout = settings.json_body_timeout.saturating_mul(16);
-        let (parts, body) = request.into_parts();
-        super::body::read_limited(
-            &parts.headers,
-            body,
-            super::body::MAX_CHUNK_BODY_BYTES,
-            timeout,
-        )
-        .await
-        .map(ChunkBody)
-    }
-}
-
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(error) => {

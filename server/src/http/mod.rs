@@ -195,7 +195,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve::serve_router(listener, router(state), shutdown).await
+    let timeouts = serve::ClientTimeouts::from_settings(state.registry.settings());
+    serve::serve_router(listener, router(state), timeouts, shutdown).await
 }
 
 /// Serves `/metrics` on its own listener.

@@ -242,9 +242,10 @@ async fn manifest(
         .registry
         .resolve_version(name, version, query.arch.as_deref())
         .await?;
+    let manifest = state.registry.version_manifest(&version).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        version.manifest,
+        manifest,
     )
         .into_response())
 }
@@ -370,6 +371,8 @@ async fn upload(
     request: Request,
 ) -> Result<Response> {
     let principal = authenticate(state, request.headers()).await?;
+    // Before anything is read from the body; held until the upload ends, however it ends.
+    let _slot = state.registry.upload_slot(&principal)?;
     parse_version(&version)?;
     validate_arch(&arch)?;
     let permit = state.registry.authorize_package(&principal, &name).await?;
@@ -378,7 +381,11 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = request.into_body().into_data_stream();
+    // A body that stops arriving ends as a 408 (see `serve::body_error`).
+    let body = request
+        .into_body()
+        .into_data_stream()
+        .map_err(super::serve::body_error);
     let uploaded = state
         .registry
         .upload_version(&permit, version, arch, body, content_length)

@@ -9,15 +9,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::{self, Stream, StreamExt};
 
-use entity::{chunk, package, package_version};
+use entity::{chunk, package};
 
 use super::Registry;
+use super::packages::VersionInfo;
 use crate::error::{Error, Result};
 
 /// A resolved download: the version and its chunk list.
 pub struct Download {
     pub package: package::Model,
-    pub version: package_version::Model,
+    /// Without its manifest: a download holds this for as long as it streams.
+    pub version: VersionInfo,
     /// (chunk row, byte offset of the chunk in the archive)
     chunks: Vec<(chunk::Model, u64)>,
 }
@@ -73,7 +75,7 @@ impl Registry {
     pub async fn prepare_download(
         &self,
         package: package::Model,
-        version: package_version::Model,
+        version: VersionInfo,
     ) -> Result<Download> {
         let chunks = self
             .version_chunks(version.id)

@@ -17,6 +17,7 @@ pub mod permissions;
 pub mod rate_limit;
 pub mod tags;
 pub mod upload;
+pub mod upload_limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,14 @@ pub struct RegistrySettings {
     /// Registrations one client address may make per `registration_window`.
     pub registration_max_per_address: u32,
     pub registration_window: Duration,
+    /// See `Config::body_idle_timeout` (applied by `http::serve` to every request body).
+    pub body_idle_timeout: Duration,
+    /// See `Config::header_read_timeout` (applied by `http::serve`).
+    pub header_read_timeout: Duration,
+    /// Server-wide concurrent uploads (see `upload_limits.rs`).
+    pub max_concurrent_uploads: usize,
+    /// Concurrent uploads per user, or per key not linked to a user.
+    pub max_uploads_per_principal: usize,
 }
 
 impl RegistrySettings {
@@ -80,6 +89,10 @@ impl RegistrySettings {
             password_hash_wait: config.password_hash_wait,
             registration_max_per_address: config.registration_max_per_address,
             registration_window: config.registration_window,
+            body_idle_timeout: config.body_idle_timeout,
+            header_read_timeout: config.header_read_timeout,
+            max_concurrent_uploads: config.max_concurrent_uploads,
+            max_uploads_per_principal: config.max_uploads_per_principal,
         }
     }
 }
@@ -93,6 +106,7 @@ pub struct Registry {
     pub(crate) download_counter: DownloadCounter,
     pub(crate) chunk_budget: ChunkBudget,
     pub(crate) password_hashing: PasswordHashing,
+    pub(crate) upload_limits: upload_limits::UploadLimits,
 }
 
 impl Registry {
@@ -109,6 +123,10 @@ impl Registry {
             settings.password_hash_concurrency,
             settings.password_hash_wait,
         );
+        let upload_limits = upload_limits::UploadLimits::new(
+            settings.max_concurrent_uploads,
+            settings.max_uploads_per_principal,
+        );
         Registry {
             db,
             store,
@@ -117,6 +135,7 @@ impl Registry {
             download_counter: DownloadCounter::default(),
             chunk_budget,
             password_hashing,
+            upload_limits,
         }
     }
 

@@ -1,10 +1,15 @@
 //! Packages and versions: listings, manifests, version resolution (exact, tag, `latest`) and
 //! deletion, plus the denormalised package summary kept current on every change.
+//!
+//! A version's manifest (and description) can be up to 1 MiB each, so queries over several
+//! versions select only the small columns ([`VersionInfo`], or less), and a manifest is read
+//! only for the one version whose manifest is returned ([`Registry::version_manifest`]).
+//! Loading whole rows made `latest` cost every version's manifest per request.
 
 use sea_orm::sea_query::{Expr, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DerivePartialModel, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use entity::{package, package_version, tag, version_chunk};
@@ -15,6 +20,30 @@ use crate::error::{Error, Result};
 use crate::names::{PackageName, latest_version, parse_version};
 
 pub const LATEST: &str = "latest";
+
+/// A version+arch without its manifest, description and license: what listings, resolution
+/// and downloads use.
+#[derive(Debug, Clone, DerivePartialModel)]
+#[sea_orm(entity = "package_version::Entity")]
+pub struct VersionInfo {
+    pub id: i64,
+    pub package_id: i64,
+    pub version: String,
+    pub arch: String,
+    pub size: i64,
+    pub checksum: String,
+    pub uploaded_at: chrono::NaiveDateTime,
+    pub download_count: i64,
+}
+
+/// The columns that decide which version is the latest.
+#[derive(Debug, Clone, DerivePartialModel)]
+#[sea_orm(entity = "package_version::Entity")]
+struct VersionKey {
+    id: i64,
+    version: String,
+    uploaded_at: chrono::NaiveDateTime,
+}
 
 #[derive(Debug, Clone)]
 pub struct PackageSummary {
@@ -68,16 +97,28 @@ impl Registry {
     ) -> Result<()> {
         let versions = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package_id))
+            .into_partial_model::<VersionKey>()
             .all(connection)
             .await?;
-        let latest = latest_version_text(&versions);
-        let description = latest.as_ref().and_then(|latest| {
+        let latest = latest_version_text(versions.iter().map(|v| v.version.as_str()));
+        // The description of the latest version's most recent upload, read for that row only.
+        let described = latest.as_ref().and_then(|latest| {
             versions
                 .iter()
                 .filter(|v| &v.version == latest)
                 .max_by_key(|v| (v.uploaded_at, v.id))
-                .and_then(|v| v.description.clone())
+                .map(|v| v.id)
         });
+        let description = match described {
+            Some(id) => package_version::Entity::find_by_id(id)
+                .select_only()
+                .column(package_version::Column::Description)
+                .into_tuple::<Option<String>>()
+                .one(connection)
+                .await?
+                .flatten(),
+            None => None,
+        };
         let updated_at = versions.iter().map(|v| v.uploaded_at).max();
         package::Entity::update_many()
             .col_expr(package::Column::LatestVersion, Expr::value(latest))
@@ -135,7 +176,7 @@ impl Registry {
         name: &PackageName,
         limit: u64,
         offset: u64,
-    ) -> Result<Vec<package_version::Model>> {
+    ) -> Result<Vec<VersionInfo>> {
         // One query through the package join in the common case: on SQLite every query is a
         // round trip to a worker thread, which dominated this endpoint's cost.
         let versions = package_version::Entity::find()
@@ -145,6 +186,7 @@ impl Registry {
             .order_by_asc(package_version::Column::Id)
             .limit(limit)
             .offset(offset)
+            .into_partial_model::<VersionInfo>()
             .all(&self.db)
             .await?;
         if versions.is_empty() {
@@ -161,7 +203,7 @@ impl Registry {
         name: &PackageName,
         reference: &str,
         arch: Option<&str>,
-    ) -> Result<(package::Model, package_version::Model)> {
+    ) -> Result<(package::Model, VersionInfo)> {
         let package = self.visible_package(name).await?;
         let mut versions = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id));
@@ -169,15 +211,31 @@ impl Registry {
             versions = versions.filter(package_version::Column::Arch.eq(arch));
         }
         let version = if reference == LATEST {
-            // The candidates are all rows already: pick the latest version's first upload
-            // (the manifest source when no arch is given) without another query.
-            let candidates = versions.all(&self.db).await?;
-            let latest = latest_version_text(&candidates)
+            // Every candidate's version text (small), then the one row chosen: the latest
+            // version's first upload (the manifest source when no arch is given).
+            let candidates: Vec<(i64, String)> = versions
+                .select_only()
+                .column(package_version::Column::Id)
+                .column(package_version::Column::Version)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let latest = latest_version_text(candidates.iter().map(|(_, v)| v.as_str()))
                 .ok_or_else(|| not_found_version(name, reference, arch))?;
-            candidates
+            let chosen = candidates
                 .into_iter()
-                .filter(|v| v.version == latest)
-                .min_by_key(|v| v.id)
+                .filter(|(_, v)| *v == latest)
+                .map(|(id, _)| id)
+                .min();
+            match chosen {
+                Some(id) => {
+                    package_version::Entity::find_by_id(id)
+                        .into_partial_model::<VersionInfo>()
+                        .one(&self.db)
+                        .await?
+                }
+                None => None,
+            }
         } else {
             let version_text = if parse_version(reference).is_ok() {
                 reference.to_owned()
@@ -192,11 +250,24 @@ impl Registry {
             versions
                 .filter(package_version::Column::Version.eq(version_text))
                 .order_by_asc(package_version::Column::Id)
+                .into_partial_model::<VersionInfo>()
                 .one(&self.db)
                 .await?
         };
         let version = version.ok_or_else(|| not_found_version(name, reference, arch))?;
         Ok((package, version))
+    }
+
+    /// The manifest of one version (`GET …/{version}/manifest`): the only query that reads it.
+    pub async fn version_manifest(&self, version: &VersionInfo) -> Result<String> {
+        package_version::Entity::find_by_id(version.id)
+            .select_only()
+            .column(package_version::Column::Manifest)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await?
+            // Deleted since it was resolved.
+            .ok_or_else(|| Error::not_found(format!("version {}", version.version)))
     }
 
     /// Deletes one version+arch of the permit's package. Tags pointing at a version with no
@@ -215,18 +286,21 @@ impl Registry {
             Err(Error::NotFound(_)) => return Err(not_found_version(name, version, Some(arch))),
             Err(error) => return Err(error),
         };
-        let target = package_version::Entity::find()
+        let target: i64 = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id))
             .filter(package_version::Column::Version.eq(version))
             .filter(package_version::Column::Arch.eq(arch))
+            .select_only()
+            .column(package_version::Column::Id)
+            .into_tuple()
             .one(&transaction)
             .await?
             .ok_or_else(|| not_found_version(name, version, Some(arch)))?;
         version_chunk::Entity::delete_many()
-            .filter(version_chunk::Column::VersionId.eq(target.id))
+            .filter(version_chunk::Column::VersionId.eq(target))
             .exec(&transaction)
             .await?;
-        package_version::Entity::delete_by_id(target.id)
+        package_version::Entity::delete_by_id(target)
             .exec(&transaction)
             .await?;
         let other_arches = package_version::Entity::find()
@@ -273,10 +347,9 @@ impl Registry {
 }
 
 /// The text of the latest of these versions (see `names::latest_version`), as stored.
-fn latest_version_text(versions: &[package_version::Model]) -> Option<String> {
+fn latest_version_text<'a>(versions: impl Iterator<Item = &'a str>) -> Option<String> {
     let parsed: Vec<semver::Version> = versions
-        .iter()
-        .filter_map(|v| semver::Version::parse(&v.version).ok())
+        .filter_map(|v| semver::Version::parse(v).ok())
         .collect();
     latest_version(parsed.iter()).map(|v| v.to_string())
 }

@@ -1,5 +1,7 @@
 //! The streaming upload pipeline.
 //!
+//! The caller takes an upload slot (`upload_limits.rs`) before the body is read, and the body
+//! comes with an idle timeout (`http::serve`): a client that stops sending ends its upload.
 //! The body is read piece by piece: each piece is hashed into the archive checksum, handed to
 //! the archive validator (a blocking thread walking the tar stream) and to the content-defined
 //! chunker; finished chunks are stored a few at a time (hashing and compression off the async
@@ -13,7 +15,7 @@ use bytes::Bytes;
 use futures::stream::StreamExt;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, Set, TransactionTrait,
+    QueryFilter, QuerySelect, Set, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -81,10 +83,14 @@ impl Registry {
         let Some(package) = self.find_package(target.package.as_str()).await? else {
             return Ok(());
         };
-        let existing = package_version::Entity::find()
+        // The id only: the row's manifest can be 1 MiB.
+        let existing: Option<i64> = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id))
             .filter(package_version::Column::Version.eq(target.version.as_str()))
             .filter(package_version::Column::Arch.eq(target.arch.as_str()))
+            .select_only()
+            .column(package_version::Column::Id)
+            .into_tuple()
             .one(&self.db)
             .await?;
         match existing {
@@ -105,7 +111,7 @@ impl Registry {
     ) -> Result<UploadedVersion>
     where
         S: futures::Stream<Item = Result<Bytes, E>>,
-        E: std::fmt::Display,
+        E: Into<Error>,
     {
         let namespace = permit.namespace();
         let target = UploadTarget {
@@ -146,9 +152,10 @@ impl Registry {
                 }
             };
             let Some(piece) = next else { break };
-            let piece = piece.map_err(|error| {
-                Error::BadRequest(format!("the upload was interrupted: {error}"))
-            })?;
+            // The caller's error says why the body ended: the client went away, or it sent
+            // nothing for the idle timeout (408, see `http::serve`), which ends the upload
+            // and releases its leases (the guard) like any other failure.
+            let piece = piece.map_err(Into::into)?;
             total += piece.len() as u64;
             if total > max_bytes {
                 return Err(too_large(max_bytes));

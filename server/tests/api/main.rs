@@ -14,3 +14,4 @@ mod pagination;
 mod permissions;
 mod system;
 mod tags;
+mod upload_governance;

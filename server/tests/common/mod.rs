@@ -75,6 +75,14 @@ pub fn test_settings() -> RegistrySettings {
         // Every test client comes from loopback: registrations are limited in their own tests.
         registration_max_per_address: 100_000,
         registration_window: std::time::Duration::from_secs(3600),
+        body_idle_timeout: std::time::Duration::from_secs(
+            niso_server::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+        ),
+        header_read_timeout: std::time::Duration::from_secs(
+            niso_server::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        ),
+        max_concurrent_uploads: niso_server::config::DEFAULT_MAX_CONCURRENT_UPLOADS,
+        max_uploads_per_principal: niso_server::config::DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
     }
 }
 

@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod manifests;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +55,21 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// The allocator's figures are process-wide: the tests of this binary take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts a measurement: the peak is reset to the current figure, which is returned.
+fn reset_peak() -> usize {
+    let baseline = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+    baseline
+}
+
+/// Growth of the peak over `baseline` since `reset_peak`.
+fn peak_growth(baseline: usize) -> usize {
+    PEAK.load(Ordering::Relaxed).saturating_sub(baseline)
+}
+
 const ARCHIVE_PAYLOAD: u64 = 512 * 1024 * 1024;
 const PIECE: usize = 64 * 1024;
 const MIB: usize = 1024 * 1024;
@@ -98,6 +114,7 @@ fn archive_stream(seed: u64) -> impl futures::Stream<Item = Result<Bytes, std::i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_512_mib_archive_streams_up_and_down_in_bounded_memory() {
+    let _serial = SERIAL.lock().await;
     let app = TestApp::start(Backend::Embedded).await;
     let key = app.register("big").await;
     // Hash what we send on the side, without keeping it.
