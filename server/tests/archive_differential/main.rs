@@ -22,7 +22,7 @@ use readers::{Reader, hard_links_share_inodes, predicted, unpack};
 
 #[derive(Debug)]
 pub enum Outcome {
-    Accepted(ValidatedArchive),
+    Accepted(Box<ValidatedArchive>),
     Rejected(String),
 }
 
@@ -31,7 +31,7 @@ pub fn validate(bytes: &[u8]) -> Result<Outcome, String> {
     match catch_unwind(AssertUnwindSafe(|| {
         validate_archive(bytes, &ArchiveLimits::default())
     })) {
-        Ok(Ok(archive)) => Ok(Outcome::Accepted(archive)),
+        Ok(Ok(archive)) => Ok(Outcome::Accepted(Box::new(archive))),
         Ok(Err(error)) => Ok(Outcome::Rejected(error.to_string())),
         Err(_) => Err("the validator panicked".into()),
     }

@@ -5,6 +5,12 @@ use tar::{EntryType, Header};
 
 use super::*;
 
+/// Adds entries to a package under test.
+type Build = fn(&mut Builder<Vec<u8>>);
+
+/// Edits a header block.
+type Edit = fn(&mut [u8; 512]);
+
 fn symlink(builder: &mut Builder<Vec<u8>>, name: &str, target: &str) {
     add_raw(
         builder,
@@ -78,7 +84,7 @@ fn link_chains_that_leave_the_root_are_refused() {
 
 #[test]
 fn entries_never_go_through_links_or_files() {
-    let cases: [(&str, fn(&mut Builder<Vec<u8>>)); 4] = [
+    let cases: [(&str, Build); 4] = [
         ("which is a symlink", |builder| {
             add_dir(builder, "d/");
             symlink(builder, "l", "d");
@@ -111,7 +117,7 @@ fn entries_never_go_through_links_or_files() {
 
 #[test]
 fn hard_links_name_an_earlier_regular_file() {
-    let cases: [(fn(&mut Builder<Vec<u8>>), &str); 4] = [
+    let cases: [(Build, &str); 4] = [
         (
             |builder| hard_link(builder, "h", "later"),
             "does not name an earlier entry",
@@ -147,7 +153,7 @@ fn hard_links_name_an_earlier_regular_file() {
 
 #[test]
 fn ambiguous_extended_headers_are_refused() {
-    let cases: [(&str, fn(&mut Builder<Vec<u8>>)); 8] = [
+    let cases: [(&str, Build); 8] = [
         ("both a PAX path and a GNU long name", |builder| {
             add_pax(builder, &pax_record("path", b"a.txt"));
             add_long_name(builder, b"b.txt");
@@ -262,7 +268,7 @@ fn set_checksum(block: &mut [u8; 512]) {
 fn headers_are_read_strictly() {
     // The control: the unedited header passes.
     assert!(check(&edited(|_| {})).is_ok());
-    let cases: [(&str, fn(&mut [u8; 512])); 6] = [
+    let cases: [(&str, Edit); 6] = [
         ("size field is not octal", |block| {
             block[124..136].copy_from_slice(b"0o000000001\0");
             set_checksum(block);
