@@ -8,5 +8,6 @@ mod auth;
 mod chunks;
 mod namespaces;
 mod packages;
+mod stalled_uploads;
 mod system;
 mod tags;
