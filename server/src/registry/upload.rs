@@ -2,11 +2,11 @@
 //!
 //! The caller takes an upload slot (`upload_limits.rs`) before the body is read, and the body
 //! comes with an idle timeout (`http::serve`): a client that stops sending ends its upload.
-//! The body is read piece by piece: each piece is hashed into the archive checksum, handed to
-//! the archive validator (a blocking thread walking the tar stream) and to the content-defined
-//! chunker; finished chunks are stored a few at a time (hashing and compression off the async
-//! workers). Nothing holds more than a handful of chunks, so memory per upload is bounded
-//! whatever the archive size. The version becomes visible only in the final commit transaction;
+//! The body is read piece by piece: each piece is hashed into the archive checksum, pushed
+//! through the archive validator (inline: it holds no thread, so a stalled upload costs only its
+//! memory) and handed to the content-defined chunker; finished chunks are stored a few at a time
+//! (hashing and compression off the async workers). Nothing holds more than a handful of
+//! chunks, so memory per upload is bounded whatever the archive size. The version becomes visible only in the final commit transaction;
 //! until then every chunk the upload stored or reused is leased (see `chunk_store.rs`).
 
 use std::pin::pin;
@@ -26,7 +26,7 @@ use super::chunk_store::{StoredChunk, release_upload_row};
 use super::chunking::StreamChunker;
 use super::permissions::{PackagePermit, Push};
 use super::{Registry, is_unique_violation, now};
-use crate::archive::{ArchiveLimits, Manifest, spawn_validator};
+use crate::archive::{ArchiveLimits, ArchiveValidator, Manifest};
 use crate::error::{Error, Result};
 use crate::names::PackageName;
 
@@ -133,12 +133,11 @@ impl Registry {
             upload_id: lease.id,
             armed: true,
         };
-        let (mut feed, validator) = spawn_validator(ArchiveLimits::default());
+        let mut validator = ArchiveValidator::new(ArchiveLimits::default());
         let mut chunker = StreamChunker::new(self.settings.chunking);
         let mut checksum = Sha256::new();
         let mut total: u64 = 0;
         let mut pipeline = ChunkPipeline::new(self);
-        let mut validator_stopped = false;
         let mut body = pin!(body);
 
         loop {
@@ -162,34 +161,17 @@ impl Registry {
             }
             self.metrics.upload_bytes.inc_by(piece.len() as u64);
             checksum.update(&piece);
-            if !validator_stopped && !feed.send(piece.clone()).await {
-                // The validator found a problem: stop reading, report it below.
-                validator_stopped = true;
-                break;
-            }
+            // A problem in the archive stops the upload here; the lease guard releases it.
+            validator.push(&piece)?;
             for chunk in chunker.push(&piece) {
                 pipeline.submit(chunk, &mut lease).await?;
             }
         }
-        let (manifest, stored): (Manifest, _) = if validator_stopped {
-            drop(feed);
-            match validator.await {
-                Ok(Err(error)) => return Err(error.into()),
-                Ok(Ok(_)) | Err(_) => {
-                    return Err(Error::internal("archive validator stopped unexpectedly"));
-                }
-            }
-        } else {
-            for chunk in chunker.finish() {
-                pipeline.submit(chunk, &mut lease).await?;
-            }
-            let stored = pipeline.finish(&mut lease).await?;
-            feed.finish();
-            let manifest = validator.await.map_err(|error| {
-                Error::internal(format!("archive validator panicked: {error}"))
-            })??;
-            (manifest, stored)
-        };
+        let manifest = validator.finish()?.manifest;
+        for chunk in chunker.finish() {
+            pipeline.submit(chunk, &mut lease).await?;
+        }
+        let stored = pipeline.finish(&mut lease).await?;
         check_manifest_matches(&manifest, &target)?;
         if total == 0 {
             return Err(Error::BadRequest("the upload is empty".into()));

@@ -12,6 +12,7 @@ mod namespaces;
 mod packages;
 mod pagination;
 mod permissions;
+mod stalled_uploads;
 mod system;
 mod tags;
 mod upload_governance;
