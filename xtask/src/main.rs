@@ -1,5 +1,5 @@
 //! `cargo xtask test [ARGS…]`: the README's test command. It prepares what the suite needs on a
-//! fresh machine, then runs `cargo test --workspace --locked ARGS…`:
+//! fresh machine, then runs `cargo test --workspace --locked --no-fail-fast ARGS…`:
 //!
 //! - PostgreSQL server binaries (`initdb`, `pg_ctl`): the suite starts a throwaway cluster from
 //!   them. Missing, they are installed with `apt-get` when we are root on Debian; otherwise the
@@ -51,7 +51,8 @@ fn test(cargo_test_arguments: &[String]) -> Result<ExitCode, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["test", "--workspace", "--locked"])
+        // Every test binary runs even when one fails, so one run shows every failure.
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(cargo_test_arguments)
         .env("NISO_TEST_PYTHON", &python)
         .status()

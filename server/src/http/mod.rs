@@ -182,11 +182,40 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     // A streamed response (a download) is still being served until its body is sent or
     // dropped: the body carries the in-flight count from here.
     response.map(|body| {
-        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-            let _ = &in_flight;
-            frame
-        }))
+        axum::body::Body::new(InFlightBody {
+            inner: body,
+            _in_flight: in_flight,
+        })
     })
+}
+
+/// A response body that holds the request's in-flight count until it is sent or dropped. It
+/// passes the inner body's size hint on, so a response of known length keeps its
+/// `Content-Length` (hyper would otherwise send it chunked).
+struct InFlightBody {
+    inner: axum::body::Body,
+    _in_flight: crate::metrics::InFlight,
+}
+
+impl hyper::body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        // `axum::body::Body` is a boxed body, hence Unpin: no projection needed.
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
