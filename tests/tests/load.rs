@@ -17,10 +17,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use common::stalled_request;
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{Server, env, eventually, sha256_hex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const STALLED_UPLOADS: usize = 600;
@@ -30,35 +31,6 @@ const SLOW_JSON_BODIES: usize = 50;
 const IDLE_TIMEOUT_SECS: u64 = 45;
 const PEAK_RSS_LIMIT_MIB: u64 = 300;
 const ARCH: &str = "x86_64-linux";
-
-/// A connection whose request announced a body of `announced` bytes and sent only `sent`.
-async fn stalled_request(
-    address: &str,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    announced: usize,
-    sent: &[u8],
-) -> TcpStream {
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    // JSON for the JSON endpoints, whose extractor refuses other types before reading.
-    let content_type = if path.starts_with("/v1/auth/") {
-        "application/json"
-    } else {
-        "application/octet-stream"
-    };
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {announced}\r\n\
-         Content-Type: {content_type}\r\n"
-    );
-    if let Some(key) = key {
-        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(sent).await.expect("send the first bytes");
-    stream
-}
 
 /// Whether the server has neither answered nor closed this connection yet.
 fn still_held(stream: &TcpStream) -> bool {

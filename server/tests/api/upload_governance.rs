@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, TestApp, archives, test_settings};
+use crate::common::{Backend, TestApp, archives, stalled_request, test_settings};
 use crate::for_each_backend;
 use crate::packages::{random_archive, send_bytes, sha256_hex};
 
@@ -43,38 +43,6 @@ async fn app_with(
     settings.max_concurrent_uploads = max_uploads;
     settings.max_uploads_per_principal = per_principal;
     TestApp::with_settings(backend, settings).await
-}
-
-/// Opens a connection and sends a request whose body is announced as `announced` bytes but
-/// only `sent` arrive; the rest never comes.
-async fn stalled_request(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    announced: usize,
-    sent: &[u8],
-) -> TcpStream {
-    let address = app.base.strip_prefix("http://").expect("http base");
-    let mut stream = TcpStream::connect(address).await.expect("connect");
-    // JSON for the JSON endpoints, whose extractor refuses other types before reading.
-    let content_type = if path.starts_with("/v1/auth/") {
-        "application/json"
-    } else {
-        "application/octet-stream"
-    };
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {announced}\r\n\
-         Content-Type: {content_type}\r\n"
-    );
-    if let Some(key) = key {
-        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(sent).await.expect("send the first bytes");
-    stream.flush().await.expect("flush");
-    stream
 }
 
 /// A response read off a raw connection up to the server closing it.
@@ -176,7 +144,7 @@ fn assert_error_with_retry_after(
     assert!(seconds >= 1, "Retry-After: {seconds}");
 }
 
-/// An upload; the status, the body and the Retry-After header.
+/// An archive upload; the status, the body and the Retry-After header.
 async fn upload_with_retry_after(
     app: &TestApp,
     key: &str,
@@ -184,21 +152,13 @@ async fn upload_with_retry_after(
     version: &str,
 ) -> (StatusCode, Value, Option<String>) {
     let archive = archives::niso(name, version, &[("bin/tool", b"#!/bin/sh\n")]);
-    let response = app
-        .client
-        .put(app.url(&format!("/v1/packages/{name}/{version}/{ARCH}")))
-        .bearer_auth(key)
-        .body(archive)
-        .send()
-        .await
-        .expect("upload");
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|value| value.to_str().expect("ASCII").to_owned());
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body, retry_after)
+    put_with_retry_after(
+        app,
+        key,
+        &format!("/v1/packages/{name}/{version}/{ARCH}"),
+        archive,
+    )
+    .await
 }
 
 /// A chunk upload; the status, the body and the Retry-After header.
@@ -207,15 +167,24 @@ async fn chunk_upload_with_retry_after(
     key: &str,
     data: Vec<u8>,
 ) -> (StatusCode, Value, Option<String>) {
-    let hash = sha256_hex(&data);
+    let path = format!("/v1/chunks/{}", sha256_hex(&data));
+    put_with_retry_after(app, key, &path, data).await
+}
+
+async fn put_with_retry_after(
+    app: &TestApp,
+    key: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value, Option<String>) {
     let response = app
         .client
-        .put(app.url(&format!("/v1/chunks/{hash}")))
+        .put(app.url(path))
         .bearer_auth(key)
-        .body(data)
+        .body(body)
         .send()
         .await
-        .expect("chunk upload");
+        .expect("upload");
     let status = response.status();
     let retry_after = response
         .headers()
@@ -233,7 +202,7 @@ async fn a_stalled_upload_is_aborted_with_408_and_its_lease_released(backend: Ba
     let archive = random_archive(name, "1.0.0", 3 * 1024 * 1024, 11);
     let sent = &archive[..2 * 1024 * 1024];
     let stream = stalled_request(
-        &app,
+        app.address(),
         "PUT",
         &format!("/v1/packages/{name}/1.0.0/{ARCH}"),
         Some(&key),
@@ -275,7 +244,7 @@ async fn a_stalled_chunk_upload_is_aborted_with_408(backend: Backend) {
     let admin = app.admin_key().await;
     let data = archives::random_bytes(256 * 1024, 3);
     let stream = stalled_request(
-        &app,
+        app.address(),
         "PUT",
         &format!("/v1/chunks/{}", sha256_hex(&data)),
         Some(&admin),
@@ -305,7 +274,7 @@ async fn a_stalled_json_body_is_cut_off(backend: Backend) {
     let app = app_with(backend, 1, 8, 8).await;
     app.register("alice").await;
     let stream = stalled_request(
-        &app,
+        app.address(),
         "POST",
         "/v1/auth/login",
         None,
@@ -378,7 +347,7 @@ async fn concurrent_uploads_per_principal_are_limited_with_429(backend: Backend)
     let bob = app.register("bob").await;
     let archive = archives::niso("@alice/app", "1.0.0", &[("bin/tool", b"#!/bin/sh\n")]);
     let stalled = stalled_request(
-        &app,
+        app.address(),
         "PUT",
         &format!("/v1/packages/@alice/app/1.0.0/{ARCH}"),
         Some(&alice),
@@ -434,7 +403,7 @@ async fn server_wide_concurrent_uploads_are_limited_with_503(backend: Backend) {
     for version in ["1.0.0", "1.0.1"] {
         stalled.push(
             stalled_request(
-                &app,
+                app.address(),
                 "PUT",
                 &format!("/v1/packages/@alice/app/{version}/{ARCH}"),
                 Some(&alice),

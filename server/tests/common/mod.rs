@@ -191,6 +191,11 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// `host:port` of the server, for raw connections.
+    pub fn address(&self) -> &str {
+        self.base.strip_prefix("http://").expect("http base")
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -320,4 +325,38 @@ pub fn assert_error(actual: (StatusCode, Value), status: StatusCode) -> String {
         .unwrap_or_else(|| panic!("error body without an error message: {body}"));
     assert!(!message.is_empty());
     message.to_owned()
+}
+
+/// Opens a connection to `address` and sends a request whose body is announced as `announced`
+/// bytes but only `sent` arrive; the rest never comes (a client that stalls).
+pub async fn stalled_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    announced: usize,
+    sent: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    // JSON for the JSON endpoints, whose extractor refuses other types before reading.
+    let content_type = if path.starts_with("/v1/auth/") {
+        "application/json"
+    } else {
+        "application/octet-stream"
+    };
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {announced}\r\n\
+         Content-Type: {content_type}\r\n"
+    );
+    if let Some(key) = key {
+        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(sent).await.expect("send the first bytes");
+    stream.flush().await.expect("flush");
+    stream
 }
