@@ -209,6 +209,10 @@ impl From<ArchiveError> for Error {
         match error {
             ArchiveError::Invalid(message) => Error::BadRequest(message),
             ArchiveError::TooLarge(message) => Error::PayloadTooLarge(message),
+            ArchiveError::Busy(message) => Error::Overloaded {
+                message,
+                retry_after_secs: 5,
+            },
         }
     }
 }

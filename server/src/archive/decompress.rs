@@ -16,7 +16,7 @@ use zstd::stream::raw::{DParameter, Decoder as ZstdDecoder, InBuffer, Operation,
 use super::manifest::Manifest;
 use super::tar_stream::TarStream;
 use super::tree::Tree;
-use super::{ArchiveError, ArchiveLimits};
+use super::{ArchiveError, ArchiveLimits, DecompressionBudget};
 
 const ZSTD_OUTPUT: usize = 64 * 1024;
 
@@ -114,17 +114,21 @@ enum State {
         output: Vec<u8>,
         /// The last frame seen was complete (zstd returned 0).
         frame_done: bool,
+        /// This upload's share of the server's decoder memory, given back on drop.
+        _reservation: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     Done,
 }
 
 pub(super) struct Decompressor {
     state: State,
+    budget: Option<DecompressionBudget>,
 }
 
 impl Decompressor {
-    pub(super) fn new(limits: ArchiveLimits) -> Decompressor {
+    pub(super) fn new(limits: ArchiveLimits, budget: Option<DecompressionBudget>) -> Decompressor {
         Decompressor {
+            budget,
             state: State::Detecting {
                 sink: Box::new(Sink {
                     stream: TarStream::new(limits),
@@ -173,6 +177,7 @@ impl Decompressor {
                 mut sink,
                 mut output,
                 frame_done,
+                ..
             } => {
                 let frame_done = zstd_run(&mut decoder, &mut sink, &mut output, &[], frame_done)?;
                 if !frame_done {
@@ -203,6 +208,10 @@ impl Decompressor {
             Format::Gzip => State::Gzip(Box::new(MultiGzDecoder::new(*sink))),
             Format::Zstd => {
                 let window_log = sink.limits.max_zstd_window_log;
+                let reservation = match &self.budget {
+                    Some(budget) => Some(budget.reserve(1u64 << window_log)?),
+                    None => None,
+                };
                 let decoder = ZstdDecoder::new()
                     .and_then(|mut decoder| {
                         decoder.set_parameter(DParameter::WindowLogMax(window_log))?;
@@ -216,6 +225,7 @@ impl Decompressor {
                     sink,
                     output: vec![0; ZSTD_OUTPUT],
                     frame_done: false,
+                    _reservation: reservation,
                 }
             }
         };
@@ -240,6 +250,7 @@ impl Decompressor {
                 sink,
                 output,
                 frame_done,
+                ..
             } => {
                 sink.compressed += piece.len() as u64;
                 *frame_done = zstd_run(decoder, sink, output, piece, *frame_done)?;

@@ -68,6 +68,10 @@ pub use manifest::Manifest;
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
 
+/// Default of [`DecompressionBudget`]: zstd windows of all uploads together (32 windows of the
+/// default 8 MiB).
+pub const DEFAULT_DECOMPRESSION_BUDGET_BYTES: u64 = 256 * MIB;
+
 /// Bytes read from a reader per push by [`validate_archive`].
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -119,6 +123,47 @@ pub enum ArchiveError {
     /// A size bound was exceeded (HTTP 413): decompression bomb, manifest or tree too large.
     #[error("{0}")]
     TooLarge(String),
+    /// The server-wide [`DecompressionBudget`] is spent (HTTP 503 with Retry-After): the archive
+    /// may be fine, the server is busy decompressing others.
+    #[error("{0}")]
+    Busy(String),
+}
+
+/// Decoder memory shared by every upload of the server: each zstd upload reserves its largest
+/// possible window (2^[`ArchiveLimits::max_zstd_window_log`]) for its whole life, so however
+/// many clients upload zstd archives at once, their windows together stay within the budget.
+/// Gzip's 32 KiB window is small and fixed, and not counted. Cloning shares the budget.
+#[derive(Debug, Clone)]
+pub struct DecompressionBudget {
+    /// One permit per KiB.
+    kibibytes: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl DecompressionBudget {
+    pub fn new(bytes: u64) -> DecompressionBudget {
+        let kibibytes = usize::try_from(bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        DecompressionBudget {
+            kibibytes: std::sync::Arc::new(tokio::sync::Semaphore::new(kibibytes)),
+        }
+    }
+
+    /// Reserves `bytes` until the returned permit is dropped, or refuses at once: an upload
+    /// never waits here (it would hold its connection and leases while it waits).
+    fn reserve(&self, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ArchiveError> {
+        let kibibytes = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        self.kibibytes
+            .clone()
+            .try_acquire_many_owned(kibibytes)
+            .map_err(|_| {
+                ArchiveError::Busy(
+                    "the server is decompressing too many zstd archives at once; retry shortly, \
+                     or upload the archive uncompressed or as gzip"
+                        .into(),
+                )
+            })
+    }
 }
 
 /// What an accepted archive unpacks to.
@@ -169,9 +214,18 @@ pub struct ArchiveValidator {
 }
 
 impl ArchiveValidator {
+    /// A validator whose zstd window is not counted against any budget (tests, the CLI).
     pub fn new(limits: ArchiveLimits) -> ArchiveValidator {
         ArchiveValidator {
-            decompressor: Some(decompress::Decompressor::new(limits)),
+            decompressor: Some(decompress::Decompressor::new(limits, None)),
+            failure: None,
+        }
+    }
+
+    /// A validator that reserves its zstd window from the server's `budget`.
+    pub fn with_budget(limits: ArchiveLimits, budget: &DecompressionBudget) -> ArchiveValidator {
+        ArchiveValidator {
+            decompressor: Some(decompress::Decompressor::new(limits, Some(budget.clone()))),
             failure: None,
         }
     }

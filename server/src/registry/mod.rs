@@ -47,6 +47,8 @@ pub struct RegistrySettings {
     pub login_window: Duration,
     /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
     pub chunk_budget_bytes: usize,
+    /// zstd decoder memory of all uploads together (see `archive::DecompressionBudget`).
+    pub decompression_budget_bytes: u64,
     /// Largest JSON request body (413 beyond it).
     pub json_body_limit_bytes: usize,
     /// How long a client has to send a whole JSON body (408 after it).
@@ -81,6 +83,7 @@ impl RegistrySettings {
             login_max_failures: config.login_max_failures,
             login_window: config.login_window,
             chunk_budget_bytes: chunk_pipeline::DEFAULT_BUDGET_BYTES,
+            decompression_budget_bytes: crate::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
             json_body_limit_bytes: config.json_body_limit_bytes,
             json_body_timeout: config.json_body_timeout,
             trusted_proxies: config.trusted_proxies.clone(),
@@ -105,6 +108,7 @@ pub struct Registry {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) download_counter: DownloadCounter,
     pub(crate) chunk_budget: ChunkBudget,
+    pub(crate) decompression_budget: crate::archive::DecompressionBudget,
     pub(crate) password_hashing: PasswordHashing,
     pub(crate) upload_limits: upload_limits::UploadLimits,
 }
@@ -119,6 +123,8 @@ impl Registry {
         let mut db = db;
         crate::metrics::observe_database(&mut db, &metrics);
         let chunk_budget = ChunkBudget::new(settings.chunk_budget_bytes);
+        let decompression_budget =
+            crate::archive::DecompressionBudget::new(settings.decompression_budget_bytes);
         let password_hashing = PasswordHashing::new(
             settings.password_hash_concurrency,
             settings.password_hash_wait,
@@ -134,6 +140,7 @@ impl Registry {
             metrics,
             download_counter: DownloadCounter::default(),
             chunk_budget,
+            decompression_budget,
             password_hashing,
             upload_limits,
         }

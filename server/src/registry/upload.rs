@@ -133,7 +133,8 @@ impl Registry {
             upload_id: lease.id,
             armed: true,
         };
-        let mut validator = ArchiveValidator::new(ArchiveLimits::default());
+        let mut validator =
+            ArchiveValidator::with_budget(ArchiveLimits::default(), &self.decompression_budget);
         let mut chunker = StreamChunker::new(self.settings.chunking);
         let mut checksum = Sha256::new();
         let mut total: u64 = 0;

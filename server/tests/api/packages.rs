@@ -28,6 +28,7 @@ for_each_backend!(
     existing_version_and_arch_is_a_conflict,
     concurrent_uploads_of_one_version_have_exactly_one_winner,
     concurrent_uploads_share_a_chunk_budget_of_one_chunk,
+    zstd_uploads_beyond_the_decompression_budget_are_told_to_retry,
     uploads_need_a_valid_key_with_scope_and_membership,
     deletes_need_admin_or_owner_membership,
     unknown_packages_versions_arches_and_namespaces_are_404,
@@ -1155,6 +1156,39 @@ async fn concurrent_uploads_share_a_chunk_budget_of_one_chunk(backend: Backend) 
         assert!(bytes == *archive, "{name} came back different");
     }
     assert_eq!(app.registry.chunk_budget().reserved_bytes(), 0);
+}
+
+/// With no decoder memory left for zstd windows, a zstd upload is a 503 with Retry-After (the
+/// archive is fine, the server is busy) and stores nothing; a gzip upload is unaffected.
+async fn zstd_uploads_beyond_the_decompression_budget_are_told_to_retry(backend: Backend) {
+    let mut settings = test_settings();
+    settings.decompression_budget_bytes = 0;
+    let app = TestApp::with_settings(backend, settings).await;
+    let key = app.register("alice").await;
+    let plain = archives::niso("@alice/app", "1.0.0", &[("bin/tool", b"#!/bin/sh\n")]);
+    let response = app
+        .client
+        .put(app.url(&format!("/v1/packages/@alice/app/1.0.0/{ARCH}")))
+        .bearer_auth(&key)
+        .body(archives::zstd(&plain))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let body: Value = response.json().await.expect("JSON error");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|message| message.contains("zstd")),
+        "{body}"
+    );
+    let (status, _) = app.get("/v1/packages/@alice/app/versions").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = app
+        .upload(&key, "@alice/app", "1.0.0", ARCH, archives::gzip(&plain))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ pub fn test_settings() -> RegistrySettings {
         login_max_failures: 5,
         login_window: std::time::Duration::from_secs(300),
         chunk_budget_bytes: niso_server::registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
+        decompression_budget_bytes: niso_server::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
         json_body_limit_bytes: 64 * 1024,
         json_body_timeout: std::time::Duration::from_secs(15),
         trusted_proxies: niso_server::http::client_address::TrustedProxies::none(),

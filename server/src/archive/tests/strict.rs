@@ -388,3 +388,38 @@ fn entries_list_what_unpacking_creates() {
         ]
     );
 }
+
+/// zstd windows are reserved from the server-wide budget for a validator's whole life: with room
+/// for one window, a second zstd upload is refused as Busy (503, never a 400: the archive is
+/// fine) until the first ends; gzip and plain archives need no reservation.
+#[test]
+fn zstd_windows_share_the_decompression_budget() {
+    let plain = package_with(|builder| add_file(builder, "bin/tool", b"#!/bin/sh\n"));
+    let compressed = zstd(&plain);
+    let window = 1u64 << ArchiveLimits::default().max_zstd_window_log;
+    let budget = DecompressionBudget::new(window);
+    let limits = ArchiveLimits::default();
+
+    let mut first = ArchiveValidator::with_budget(limits, &budget);
+    first.push(&compressed[..compressed.len() / 2]).unwrap();
+    let mut second = ArchiveValidator::with_budget(limits, &budget);
+    match second.push(&compressed) {
+        Err(ArchiveError::Busy(message)) => assert!(message.contains("zstd"), "{message}"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    for other_format in [plain.clone(), gzip(&plain)] {
+        let mut validator = ArchiveValidator::with_budget(limits, &budget);
+        validator.push(&other_format).unwrap();
+        assert_eq!(validator.finish().unwrap().manifest, expected_manifest());
+    }
+
+    first.push(&compressed[compressed.len() / 2..]).unwrap();
+    assert_eq!(first.finish().unwrap().manifest, expected_manifest());
+    let mut third = ArchiveValidator::with_budget(limits, &budget);
+    third.push(&compressed).unwrap();
+    drop(third);
+    // A validator dropped mid-upload (client gone) gives its window back too.
+    let mut fourth = ArchiveValidator::with_budget(limits, &budget);
+    fourth.push(&compressed).unwrap();
+    assert_eq!(fourth.finish().unwrap().manifest, expected_manifest());
+}
