@@ -156,8 +156,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
-    let registry =
-        Arc::new(Registry::open(&config, Arc::new(niso_server::metrics::Metrics::new())).await?);
+    let registry = Arc::new(Registry::open(&config, crate::metrics::registry_metrics()).await?);
     let metrics = Arc::new(Metrics::new());
     let client = Client::try_default()
         .await
