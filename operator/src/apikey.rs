@@ -5,16 +5,14 @@
 //! old one (and any orphan of a crash mid-rotation) revoked. Deletion revokes (finalizer).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 
 use niso_server::auth::scope::ScopeSet;
@@ -22,9 +20,10 @@ use niso_server::names::validate_username;
 use niso_server::registry::keys::CreatedKey;
 
 use crate::conditions::{self, RECONCILED};
-use crate::context::{Context, FINALIZER, MANAGER};
+use crate::context::{Context, MANAGER};
 use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::error::{Error, Result};
+use crate::reconciler::{Reconciled, fail, write_status};
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "apikey";
@@ -35,50 +34,35 @@ pub const SECRET_URL: &str = "registry-url";
 /// Label put on the Secrets the operator writes (the controller watches those).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
 
-/// One reconcile: the finalizer first, then converge (or revoke when deleting).
-pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let namespace = key
-        .namespace()
-        .ok_or_else(|| Error::InvalidSpec("an ApiKey is namespaced".into()))?;
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, key.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(key) => apply(&key, &ctx).await,
-            FinalizerEvent::Cleanup(key) => cleanup(&key, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
-    ctx.metrics.reconciled(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(Error::reason),
-    );
-    match &result {
-        Ok(_) => ctx.succeeded(&backoff_key(&key)),
-        Err(error) => tracing::warn!(
-            namespace = %namespace,
-            name = %key.name_any(),
-            reason = error.reason(),
-            %error,
-            "ApiKey not reconciled"
-        ),
+impl Reconciled for ApiKey {
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn api(&self, ctx: &Context) -> Result<Api<Self>> {
+        let namespace = self
+            .namespace()
+            .ok_or_else(|| Error::InvalidSpec("an ApiKey is namespaced".into()))?;
+        Ok(Api::namespaced(ctx.client.clone(), &namespace))
     }
-    result
-}
 
-/// Retries with exponential backoff per object.
-pub fn error_policy(key: Arc<ApiKey>, _error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.backoff(&backoff_key(&key))
-}
+    fn conditions(status: &ApiKeyStatus) -> &[Condition] {
+        &status.conditions
+    }
 
-fn backoff_key(key: &ApiKey) -> String {
-    format!(
-        "ApiKey/{}/{}",
-        key.namespace().unwrap_or_default(),
-        key.name_any()
-    )
+    fn failed_status(&self, previous: &ApiKeyStatus, ready: Condition) -> ApiKeyStatus {
+        ApiKeyStatus {
+            conditions: vec![ready],
+            observed_generation: self.metadata.generation,
+            ..previous.clone()
+        }
+    }
+
+    async fn apply(&self, ctx: &Context) -> Result<Action> {
+        apply(self, ctx).await
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        cleanup(self, ctx).await
+    }
 }
 
 /// The registry name of the keys made for this resource: readable, and unique thanks to the
@@ -199,31 +183,7 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
             }
             Ok(Action::requeue(outcome.requeue))
         }
-        Err(error @ Error::Kube(_)) => Err(error),
-        Err(error) => {
-            let status = ApiKeyStatus {
-                conditions: vec![conditions::ready(
-                    false,
-                    error.reason(),
-                    error.public_message(),
-                    key.metadata.generation,
-                    &previous.conditions,
-                )],
-                observed_generation: key.metadata.generation,
-                ..previous.clone()
-            };
-            if write_status(key, ctx, &previous, &status).await? {
-                ctx.event(
-                    &key.object_ref(&()),
-                    EventType::Warning,
-                    error.reason(),
-                    "Reconcile",
-                    error.public_message(),
-                )
-                .await;
-            }
-            Err(error)
-        }
+        Err(error) => fail(key, ctx, &previous, error).await,
     }
 }
 
@@ -411,11 +371,7 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
     })
 }
 
-fn ready_condition(
-    key: &ApiKey,
-    status: &ApiKeyStatus,
-    secret_name: &str,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+fn ready_condition(key: &ApiKey, status: &ApiKeyStatus, secret_name: &str) -> Condition {
     let previous = key
         .status
         .as_ref()
@@ -510,41 +466,6 @@ async fn delete_owned_secret(key: &ApiKey, ctx: &Context, name: &str) -> Result<
         }
     }
     Ok(())
-}
-
-/// Writes the status if it says something new; returns whether it wrote.
-async fn write_status(
-    key: &ApiKey,
-    ctx: &Context,
-    previous: &ApiKeyStatus,
-    status: &ApiKeyStatus,
-) -> Result<bool> {
-    let unchanged = key.status.is_some()
-        && conditions::same(&previous.conditions, &status.conditions)
-        && ApiKeyStatus {
-            conditions: vec![],
-            ..previous.clone()
-        } == ApiKeyStatus {
-            conditions: vec![],
-            ..status.clone()
-        };
-    if unchanged {
-        return Ok(false);
-    }
-    let namespace = key.namespace().unwrap_or_default();
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": ApiKey::api_version(&()),
-        "kind": ApiKey::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &key.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(true)
 }
 
 async fn cleanup(key: &ApiKey, ctx: &Context) -> Result<Action> {

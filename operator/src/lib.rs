@@ -11,6 +11,7 @@ pub mod gc;
 pub mod http;
 pub mod metrics;
 pub mod namespace;
+pub mod reconciler;
 pub mod run;
 
 pub use error::{Error, Result};

@@ -1,6 +1,9 @@
 //! The operator's Prometheus metrics (`niso_operator_` prefix), served on `/metrics` next to
-//! the registry library's own (database pool, chunk store, `niso_gc_*`).
+//! the registry library's domain series (database, chunk store, dedup). The library's HTTP
+//! series are not exported (the operator serves no API requests) nor its `niso_gc_*` counters
+//! (GC passes are counted here, with their result, as `niso_operator_gc_*`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -9,6 +12,11 @@ use prometheus::{
 };
 
 use niso_server::registry::gc::GcReport;
+
+/// The metrics the operator's registry records into: the domain's series only.
+pub fn registry_metrics() -> Arc<niso_server::metrics::Metrics> {
+    Arc::new(niso_server::metrics::Metrics::domain())
+}
 
 pub struct Metrics {
     registry: Registry,

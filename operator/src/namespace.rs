@@ -3,13 +3,10 @@
 //! changes); on deletion (finalizer) it gives the namespace back to the API (`Retain`) or
 //! removes it if it has no packages (`Delete`).
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 
 use niso_server::names::{validate_namespace, validate_username};
@@ -17,49 +14,47 @@ use niso_server::registry::managed::MemberChanges;
 use niso_server::registry::permissions::Role;
 
 use crate::conditions::{self, RECONCILED};
-use crate::context::{Context, FINALIZER, MANAGER};
+use crate::context::Context;
 use crate::crd::{DeletionPolicy, MemberRole, RegistryNamespace, RegistryNamespaceStatus};
 use crate::error::{Error, Result};
+use crate::reconciler::{Reconciled, fail, write_status};
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "registrynamespace";
 
-/// One reconcile: the finalizer first, then converge (or clean up when deleting).
-pub async fn reconcile(rns: Arc<RegistryNamespace>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let api: Api<RegistryNamespace> = Api::all(ctx.client.clone());
-    let result = finalizer(&api, FINALIZER, rns.clone(), |event| async {
-        match event {
-            FinalizerEvent::Apply(rns) => apply(&rns, &ctx).await,
-            FinalizerEvent::Cleanup(rns) => cleanup(&rns, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
-    ctx.metrics.reconciled(
-        CONTROLLER,
-        started.elapsed(),
-        result.as_ref().err().map(Error::reason),
-    );
-    match &result {
-        Ok(_) => ctx.succeeded(&backoff_key(&rns)),
-        Err(error) => tracing::warn!(
-            name = %rns.name_any(),
-            reason = error.reason(),
-            %error,
-            "RegistryNamespace not reconciled"
-        ),
+impl Reconciled for RegistryNamespace {
+    const CONTROLLER: &'static str = CONTROLLER;
+
+    fn api(&self, ctx: &Context) -> Result<Api<Self>> {
+        Ok(Api::all(ctx.client.clone()))
     }
-    result
-}
 
-/// Retries with exponential backoff per object.
-pub fn error_policy(rns: Arc<RegistryNamespace>, _error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.backoff(&backoff_key(&rns))
-}
+    fn conditions(status: &RegistryNamespaceStatus) -> &[Condition] {
+        &status.conditions
+    }
 
-fn backoff_key(rns: &RegistryNamespace) -> String {
-    format!("RegistryNamespace/{}", rns.name_any())
+    fn failed_status(
+        &self,
+        previous: &RegistryNamespaceStatus,
+        ready: Condition,
+    ) -> RegistryNamespaceStatus {
+        RegistryNamespaceStatus {
+            conditions: vec![ready],
+            observed_generation: self.metadata.generation,
+            registry_name: registry_name(self)
+                .ok()
+                .or_else(|| previous.registry_name.clone()),
+            member_count: previous.member_count,
+        }
+    }
+
+    async fn apply(&self, ctx: &Context) -> Result<Action> {
+        apply(self, ctx).await
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<Action> {
+        cleanup(self, ctx).await
+    }
 }
 
 /// The registry namespace of a resource: `spec.name`, else `@` + metadata.name.
@@ -119,49 +114,12 @@ async fn apply(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
                 registry_name: Some(name.clone()),
                 member_count: Some(outcome.member_count),
             };
-            write_status(rns, ctx, &previous, status).await?;
+            write_status(rns, ctx, &previous, &status).await?;
             publish_outcome(rns, ctx, &name, &outcome).await;
             Ok(Action::requeue(ctx.settings.resync))
         }
-        Err(error @ Error::Kube(_)) => Err(error),
-        Err(error) => {
-            report_failure(rns, ctx, &previous, name.ok(), &error).await?;
-            Err(error)
-        }
+        Err(error) => fail(rns, ctx, &previous, error).await,
     }
-}
-
-/// Writes `Ready=False` with the error's reason (and a Warning Event when that is news).
-async fn report_failure(
-    rns: &RegistryNamespace,
-    ctx: &Context,
-    previous: &RegistryNamespaceStatus,
-    name: Option<String>,
-    error: &Error,
-) -> Result<()> {
-    let status = RegistryNamespaceStatus {
-        conditions: vec![conditions::ready(
-            false,
-            error.reason(),
-            error.public_message(),
-            rns.metadata.generation,
-            &previous.conditions,
-        )],
-        observed_generation: rns.metadata.generation,
-        registry_name: name.or_else(|| previous.registry_name.clone()),
-        member_count: previous.member_count,
-    };
-    if write_status(rns, ctx, previous, status).await? {
-        ctx.event(
-            &rns.object_ref(&()),
-            EventType::Warning,
-            error.reason(),
-            "Reconcile",
-            error.public_message(),
-        )
-        .await;
-    }
-    Ok(())
 }
 
 fn check_spec(rns: &RegistryNamespace) -> Result<Vec<(String, Role)>> {
@@ -317,36 +275,6 @@ async fn publish_outcome(rns: &RegistryNamespace, ctx: &Context, name: &str, out
     }
 }
 
-/// Writes the status if it says something new; returns whether it wrote.
-async fn write_status(
-    rns: &RegistryNamespace,
-    ctx: &Context,
-    previous: &RegistryNamespaceStatus,
-    status: RegistryNamespaceStatus,
-) -> Result<bool> {
-    let unchanged = rns.status.is_some()
-        && conditions::same(&previous.conditions, &status.conditions)
-        && previous.observed_generation == status.observed_generation
-        && previous.registry_name == status.registry_name
-        && previous.member_count == status.member_count;
-    if unchanged {
-        return Ok(false);
-    }
-    let api: Api<RegistryNamespace> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "apiVersion": RegistryNamespace::api_version(&()),
-        "kind": RegistryNamespace::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &rns.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(true)
-}
-
 async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
     // Nothing was ever made for an invalid name.
     let Ok(name) = registry_name(rns) else {
@@ -398,8 +326,7 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
                     "{message}, or set deletionPolicy: Retain to keep it"
                 ));
                 let previous = rns.status.clone().unwrap_or_default();
-                report_failure(rns, ctx, &previous, Some(name), &error).await?;
-                return Err(error);
+                return fail(rns, ctx, &previous, error).await;
             }
             Err(error) => return Err(error.into()),
         },

@@ -21,11 +21,12 @@ use tokio::sync::watch;
 use niso_server::config::Config;
 use niso_server::registry::Registry;
 
+use crate::apikey;
 use crate::context::{Context, Settings};
 use crate::crd::{ApiKey, RegistryNamespace};
 use crate::gc::GcSettings;
 use crate::metrics::Metrics;
-use crate::{apikey, namespace};
+use crate::reconciler::{error_policy, reconcile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -156,8 +157,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
-    let registry =
-        Arc::new(Registry::open(&config, Arc::new(niso_server::metrics::Metrics::new())).await?);
+    let registry = Arc::new(Registry::open(&config, crate::metrics::registry_metrics()).await?);
     let metrics = Arc::new(Metrics::new());
     let client = Client::try_default()
         .await
@@ -312,7 +312,7 @@ async fn run_controllers(
         watcher::Config::default(),
     )
     .graceful_shutdown_on(stop_namespaces)
-    .run(namespace::reconcile, namespace::error_policy, ctx.clone())
+    .run(reconcile, error_policy, ctx.clone())
     .for_each(|_| futures::future::ready(()));
     let keys = Controller::new(
         Api::<ApiKey>::all(client.clone()),
@@ -327,7 +327,7 @@ async fn run_controllers(
         )),
     )
     .graceful_shutdown_on(stop_keys)
-    .run(apikey::reconcile, apikey::error_policy, ctx)
+    .run(reconcile, error_policy, ctx)
     .for_each(|_| futures::future::ready(()));
     tokio::join!(namespaces, keys);
 }

@@ -37,6 +37,17 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 
+/// Which series a process exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exported {
+    /// The API server: its HTTP series, the domain's, and `niso_gc_*` (for `gc --once`).
+    Everything,
+    /// A process that embeds the registry without serving its HTTP API (the operator): the
+    /// domain's series only. It serves no requests, so `niso_http_*` would stay at zero, and
+    /// it counts GC passes under its own names.
+    Domain,
+}
+
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let counter = IntCounter::new(name, help).expect("valid metric");
     registry
@@ -45,8 +56,30 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     counter
 }
 
+/// A counter that is registered (exported) only when `export` is set; unexported, it still
+/// counts, so the code that increments it needs no branch.
+fn counter_if(export: bool, registry: &Registry, name: &str, help: &str) -> IntCounter {
+    if export {
+        counter(registry, name, help)
+    } else {
+        IntCounter::new(name, help).expect("valid metric")
+    }
+}
+
 impl Metrics {
+    /// Every series: the API server's metrics.
     pub fn new() -> Metrics {
+        Metrics::build(Exported::Everything)
+    }
+
+    /// The domain's series only (no `niso_http_*`, no `niso_gc_*`): for a process that embeds
+    /// the registry without serving its HTTP API, and counts GC itself.
+    pub fn domain() -> Metrics {
+        Metrics::build(Exported::Domain)
+    }
+
+    fn build(exported: Exported) -> Metrics {
+        let everything = exported == Exported::Everything;
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
             Opts::new(
@@ -86,13 +119,16 @@ impl Metrics {
             &["operation", "outcome"],
         )
         .expect("valid metric");
-        for collector in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(http_request_seconds.clone()),
-            Box::new(http_in_flight.clone()),
+        let mut collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(chunk_store_seconds.clone()),
             Box::new(db_query_seconds.clone()),
-        ] {
+        ];
+        if everything {
+            collectors.push(Box::new(http_requests.clone()));
+            collectors.push(Box::new(http_request_seconds.clone()));
+            collectors.push(Box::new(http_in_flight.clone()));
+        }
+        for collector in collectors {
             registry
                 .register(collector)
                 .expect("metric registered once");
@@ -128,13 +164,20 @@ impl Metrics {
                 "niso_chunk_stored_bytes_total",
                 "Bytes written to the object store (after compression)",
             ),
-            gc_runs: counter(&registry, "niso_gc_runs_total", "Completed GC passes"),
-            gc_chunks_deleted: counter(
+            gc_runs: counter_if(
+                everything,
+                &registry,
+                "niso_gc_runs_total",
+                "Completed GC passes",
+            ),
+            gc_chunks_deleted: counter_if(
+                everything,
                 &registry,
                 "niso_gc_chunks_deleted_total",
                 "Orphan chunks deleted by GC",
             ),
-            gc_bytes_reclaimed: counter(
+            gc_bytes_reclaimed: counter_if(
+                everything,
                 &registry,
                 "niso_gc_reclaimed_bytes_total",
                 "Object-store bytes reclaimed by GC",
@@ -302,6 +345,27 @@ mod tests {
         });
         assert!(outcome.is_err());
         assert_eq!(metrics.http_in_flight.get(), 0);
+    }
+
+    #[test]
+    fn the_domain_metrics_leave_out_http_and_gc() {
+        let metrics = Metrics::domain();
+        metrics
+            .http_requests
+            .with_label_values(&["/x", "GET", "200"])
+            .inc();
+        metrics.gc_runs.inc();
+        metrics.upload_bytes.inc();
+        let text = metrics.render();
+        assert!(!text.contains("niso_http_"), "{text}");
+        assert!(!text.contains("niso_gc_"), "{text}");
+        assert!(text.contains("niso_upload_bytes_total 1"), "{text}");
+        let everything = Metrics::new().render();
+        assert!(
+            everything.contains("niso_http_requests_in_flight"),
+            "{everything}"
+        );
+        assert!(everything.contains("niso_gc_runs_total"), "{everything}");
     }
 
     #[test]

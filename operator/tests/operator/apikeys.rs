@@ -17,9 +17,9 @@ use crate::{
     Fixture, REGISTRY_URL, assert_adds_finalizer, assert_removes_finalizer, ready_of,
     with_finalizer, with_status,
 };
-use niso_operator::apikey::reconcile;
 use niso_operator::context::Context;
 use niso_operator::crd::{ApiKey, ApiKeySpec};
+use niso_operator::reconciler::reconcile;
 
 crate::for_each_backend!(
     creation_writes_the_key_into_an_owned_secret,

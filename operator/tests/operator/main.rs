@@ -8,6 +8,7 @@ mod common;
 mod apikeys;
 mod gc;
 mod lease;
+mod metrics;
 mod mock;
 mod namespaces;
 

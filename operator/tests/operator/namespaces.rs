@@ -18,7 +18,7 @@ use niso_operator::context::Context;
 use niso_operator::crd::{
     DeletionPolicy, MemberRole, MemberSpec, RegistryNamespace, RegistryNamespaceSpec,
 };
-use niso_operator::namespace::{error_policy, reconcile};
+use niso_operator::reconciler::{error_policy, reconcile};
 
 crate::for_each_backend!(
     creation_adds_the_finalizer_then_creates_the_namespace,
