@@ -45,7 +45,7 @@ fn test(cargo_test_arguments: &[String]) -> Result<ExitCode, String> {
     }
     let python = ensure_python_environment(&root)?;
     eprintln!(
-        "xtask: cargo test --workspace --locked {}",
+        "xtask: cargo test --workspace --locked --no-fail-fast {}",
         cargo_test_arguments.join(" ")
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
