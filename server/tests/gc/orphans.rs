@@ -79,6 +79,11 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// One GC pass with `grace`, which must succeed.
+    async fn gc(&self, grace: Duration) -> niso_server::registry::gc::GcReport {
+        self.registry.collect_garbage(grace).await.unwrap()
+    }
+
     async fn new(backend: Backend) -> Fixture {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
@@ -206,18 +211,18 @@ async fn an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_perio
 
     // With the configured grace period (longer than the floor): kept until it is that old.
     let grace = 3 * HOUR;
-    let report = fixture.registry.collect_garbage(grace).await.unwrap();
+    let report = fixture.gc(grace).await;
     assert_eq!(report.objects_examined, 1);
     assert_eq!(report.orphan_objects_deleted, 0, "a fresh object is kept");
     fixture.backdate(&key, grace - 5 * MINUTE);
-    let report = fixture.registry.collect_garbage(grace).await.unwrap();
+    let report = fixture.gc(grace).await;
     assert_eq!(
         report.orphan_objects_deleted, 0,
         "younger than the grace period"
     );
     assert!(fixture.exists(&key).await);
     fixture.backdate(&key, grace + 5 * MINUTE);
-    let report = fixture.registry.collect_garbage(grace).await.unwrap();
+    let report = fixture.gc(grace).await;
     assert_eq!(
         report.orphan_objects_deleted, 1,
         "older than the grace period"
@@ -233,22 +238,14 @@ async fn an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_perio
         .crash_after_object_write(Bytes::from(archives_bytes(30_000)))
         .await;
     fixture.backdate(&key, ORPHAN_MIN_AGE - 5 * MINUTE);
-    let report = fixture
-        .registry
-        .collect_garbage(Duration::ZERO)
-        .await
-        .unwrap();
+    let report = fixture.gc(Duration::ZERO).await;
     assert_eq!(
         report.orphan_objects_deleted, 0,
         "younger than ORPHAN_MIN_AGE"
     );
     assert!(fixture.exists(&key).await);
     fixture.backdate(&key, ORPHAN_MIN_AGE + 5 * MINUTE);
-    let report = fixture
-        .registry
-        .collect_garbage(Duration::ZERO)
-        .await
-        .unwrap();
+    let report = fixture.gc(Duration::ZERO).await;
     assert_eq!(report.orphan_objects_deleted, 1);
     assert!(!fixture.exists(&key).await);
 }
@@ -360,19 +357,11 @@ async fn stale_temp_files_of_interrupted_local_writes_are_swept() {
     let temp = "chunks/ab/.niso-tmp-0123456789abcdef";
     std::fs::write(fixture.objects_dir.join(temp), vec![0u8; 777]).unwrap();
     fixture.backdate(temp, ORPHAN_MIN_AGE - 5 * MINUTE);
-    let report = fixture
-        .registry
-        .collect_garbage(Duration::ZERO)
-        .await
-        .unwrap();
+    let report = fixture.gc(Duration::ZERO).await;
     assert_eq!(report.orphan_objects_deleted, 0);
     assert!(fixture.objects_dir.join(temp).exists());
     fixture.backdate(temp, ORPHAN_MIN_AGE + 5 * MINUTE);
-    let report = fixture
-        .registry
-        .collect_garbage(Duration::ZERO)
-        .await
-        .unwrap();
+    let report = fixture.gc(Duration::ZERO).await;
     assert_eq!(report.orphan_objects_deleted, 1);
     assert_eq!(report.orphan_bytes_reclaimed, 777);
     assert!(!fixture.objects_dir.join(temp).exists());
