@@ -15,9 +15,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use niso_server::auth::scope::ScopeSet;
-use niso_server::names::validate_username;
-use niso_server::registry::keys::CreatedKey;
+use niso_registry::auth::scope::ScopeSet;
+use niso_registry::keys::CreatedKey;
+use niso_registry::names::validate_username;
 
 use crate::conditions::{self, RECONCILED};
 use crate::context::{Context, MANAGER};
@@ -100,7 +100,7 @@ fn desired(key: &ApiKey) -> Result<Desired> {
         key.spec
             .scope
             .parse()
-            .map_err(|error: niso_server::auth::scope::ScopeError| {
+            .map_err(|error: niso_registry::auth::scope::ScopeError| {
                 Error::InvalidScope(error.to_string())
             })?;
     if let Some(user) = &key.spec.user {
@@ -331,12 +331,12 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         .await
     {
         Ok(created) => created,
-        Err(niso_server::Error::NotFound(message)) => {
+        Err(niso_registry::Error::NotFound(message)) => {
             return Err(Error::UserNotFound(format!(
                 "{message}; retrying until the user is registered"
             )));
         }
-        Err(niso_server::Error::BadRequest(message)) => return Err(Error::InvalidScope(message)),
+        Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidScope(message)),
         Err(error) => return Err(error.into()),
     };
     if let Err(error) = write_secret(key, ctx, &desired.secret_name, &created.plaintext).await {

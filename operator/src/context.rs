@@ -10,8 +10,8 @@ use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use niso_server::registry::Registry;
-use niso_server::registry::permissions::SystemAuthority;
+use niso_registry::Registry;
+use niso_registry::permissions::SystemAuthority;
 
 use crate::metrics::Metrics;
 

@@ -24,7 +24,7 @@ pub enum Error {
     HasPackages(String),
     /// The registry refused or failed an operation.
     #[error("registry: {0}")]
-    Registry(#[source] niso_server::Error),
+    Registry(#[source] niso_registry::Error),
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
@@ -45,7 +45,7 @@ impl Error {
             Error::NameTaken(_) => "NameTaken",
             Error::OwnerMismatch(_) => "OwnerMismatch",
             Error::HasPackages(_) => "HasPackages",
-            Error::Registry(niso_server::Error::Unavailable(_)) => "RegistryUnavailable",
+            Error::Registry(niso_registry::Error::Unavailable(_)) => "RegistryUnavailable",
             Error::Registry(_) => "RegistryError",
             Error::Kube(_) => "KubernetesError",
             Error::Finalizer(inner) => match inner.as_ref() {
@@ -77,8 +77,8 @@ impl From<kube::Error> for Error {
     }
 }
 
-impl From<niso_server::Error> for Error {
-    fn from(error: niso_server::Error) -> Self {
+impl From<niso_registry::Error> for Error {
+    fn from(error: niso_registry::Error) -> Self {
         Error::Registry(error)
     }
 }

@@ -1,5 +1,5 @@
 //! The chunk GC loop: a pass every `interval` with a `grace` period, run only while this
-//! replica holds the Lease. GC is safe to run concurrently (see `niso_server::registry::gc`),
+//! replica holds the Lease. GC is safe to run concurrently (see `niso_registry::gc`),
 //! so a Lease lost in the middle of a pass costs nothing but duplicate work. Each pass also
 //! sweeps orphan objects (in the store, named by no row) older than the grace period, with a
 //! floor of `gc::ORPHAN_MIN_AGE`.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use niso_server::registry::Registry;
+use niso_registry::Registry;
 
 use crate::metrics::Metrics;
 

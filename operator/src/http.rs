@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use niso_server::registry::Registry;
+use niso_registry::Registry;
 
 use crate::metrics::Metrics;
 
@@ -71,7 +71,7 @@ mod tests {
     #[tokio::test]
     async fn health_and_metrics() {
         let dir = tempfile::tempdir().unwrap();
-        let config = niso_server::config::Config::from_sources(None, |name| match name {
+        let config = niso_registry::config::Config::from_sources(None, |name| match name {
             "NISO_DATA_DIR" => Some(dir.path().display().to_string()),
             _ => None,
         })

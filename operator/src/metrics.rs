@@ -11,11 +11,11 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use niso_server::registry::gc::GcReport;
+use niso_registry::gc::GcReport;
 
 /// The metrics the operator's registry records into: the domain's series only.
-pub fn registry_metrics() -> Arc<niso_server::metrics::Metrics> {
-    Arc::new(niso_server::metrics::Metrics::domain())
+pub fn registry_metrics() -> Arc<niso_registry::metrics::Metrics> {
+    Arc::new(niso_registry::metrics::Metrics::without_gc())
 }
 
 pub struct Metrics {

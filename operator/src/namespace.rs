@@ -9,9 +9,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use niso_server::names::{validate_namespace, validate_username};
-use niso_server::registry::managed::MemberChanges;
-use niso_server::registry::permissions::Role;
+use niso_registry::managed::MemberChanges;
+use niso_registry::names::{validate_namespace, validate_username};
+use niso_registry::permissions::Role;
 
 use crate::conditions::{self, RECONCILED};
 use crate::context::Context;
@@ -194,20 +194,20 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
             }
             outcome.adopted = !view.managed;
         }
-        Err(niso_server::Error::NotFound(_)) => {
+        Err(niso_registry::Error::NotFound(_)) => {
             let owner_user = match registry
                 .user_permit_by_authority(&ctx.authority, owner)
                 .await
             {
                 Ok(permit) => permit,
-                Err(niso_server::Error::NotFound(_)) => {
+                Err(niso_registry::Error::NotFound(_)) => {
                     return Err(Error::UserNotFound(format!("no registry user {owner}")));
                 }
                 Err(error) => return Err(error.into()),
             };
             match registry.create_org(&owner_user, name).await {
                 Ok(_) => outcome.created = true,
-                Err(niso_server::Error::Conflict(message)) => {
+                Err(niso_registry::Error::Conflict(message)) => {
                     return Err(Error::NameTaken(message));
                 }
                 Err(error) => return Err(error.into()),
@@ -223,8 +223,8 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
         .await
     {
         Ok(changes) => changes,
-        Err(niso_server::Error::NotFound(message)) => return Err(Error::UserNotFound(message)),
-        Err(niso_server::Error::BadRequest(message)) => return Err(Error::InvalidSpec(message)),
+        Err(niso_registry::Error::NotFound(message)) => return Err(Error::UserNotFound(message)),
+        Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidSpec(message)),
         Err(error) => return Err(error.into()),
     };
     outcome.member_count = desired.len() as i64 + 1;
@@ -284,7 +284,7 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
     let view = match registry.namespace_view(&name).await {
         Ok(view) => view,
         // Already gone: deleting the resource succeeds.
-        Err(niso_server::Error::NotFound(_)) => return Ok(Action::await_change()),
+        Err(niso_registry::Error::NotFound(_)) => return Ok(Action::await_change()),
         Err(error) => return Err(error.into()),
     };
     let owned_by_spec = view
@@ -321,7 +321,7 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
                 )
                 .await;
             }
-            Err(niso_server::Error::Conflict(message)) => {
+            Err(niso_registry::Error::Conflict(message)) => {
                 let error = Error::HasPackages(format!(
                     "{message}, or set deletionPolicy: Retain to keep it"
                 ));

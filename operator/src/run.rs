@@ -18,8 +18,8 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use niso_server::config::Config;
-use niso_server::registry::Registry;
+use niso_registry::Registry;
+use niso_registry::config::Config;
 
 use crate::apikey;
 use crate::context::{Context, Settings};
@@ -50,7 +50,7 @@ pub enum Command {
     Crd,
 }
 
-/// The operator's own settings (the registry's come from `niso_server::config::Config`).
+/// The operator's own settings (the registry's come from `niso_registry::config::Config`).
 #[derive(Debug, Clone)]
 pub struct OperatorConfig {
     /// `NISO_REGISTRY_URL` (required): written into every ApiKey Secret.

@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::config::{Config, parse_duration};
 use crate::http::{AppState, serve, serve_metrics};
-use crate::metrics::Metrics;
-use crate::registry::Registry;
-use crate::registry::permissions::SystemAuthority;
+use niso_registry::Registry;
+use niso_registry::config::{Config, parse_duration};
+use niso_registry::metrics::Metrics;
+use niso_registry::permissions::SystemAuthority;
 
 #[derive(Parser, Debug)]
 #[command(name = "niso-server", version, about = "The niso package registry")]
@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn run_server(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::open(&config, metrics.clone()).await?);
-    crate::auth::password::warm_up();
+    niso_registry::auth::password::warm_up();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
@@ -147,9 +147,7 @@ async fn run_server(config: Config, metrics: Arc<Metrics>) -> anyhow::Result<()>
     });
     serve(
         listener,
-        AppState {
-            registry: registry.clone(),
-        },
+        AppState::new(registry.clone()),
         wait_for(shutdown),
     )
     .await?;

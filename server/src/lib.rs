@@ -1,17 +1,7 @@
-//! niso-server: the registry's domain layer (`registry`), its HTTP API (`http`) and the pieces
-//! both stand on. The `niso-server` binary (main.rs) and the operator use this library.
+//! niso-server: the registry's HTTP API (`http`), its command line (`cli`) and its telemetry.
+//! The domain — what a request may do and how it is stored — is `niso-registry`; this crate
+//! turns requests into calls to it and its errors into responses.
 
-pub mod archive;
-pub mod auth;
 pub mod cli;
-pub mod config;
-pub mod db;
-pub mod error;
 pub mod http;
-pub mod metrics;
-pub mod names;
-pub mod registry;
-pub mod storage;
 pub mod telemetry;
-
-pub use error::{Error, Result};

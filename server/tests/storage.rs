@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::s3_test_server::S3TestServer;
-use niso_server::storage::local::LocalStore;
-use niso_server::storage::s3::{S3Settings, S3Store, S3Timeouts};
-use niso_server::storage::{ObjectStore, StorageError, validate_key};
+use niso_registry::storage::local::LocalStore;
+use niso_registry::storage::s3::{S3Settings, S3Store, S3Timeouts};
+use niso_registry::storage::{ObjectStore, StorageError, validate_key};
 
 fn random_bytes(len: usize) -> Bytes {
     let mut buf = vec![0u8; len];
@@ -526,7 +526,7 @@ async fn list_all(
     store: &dyn ObjectStore,
     prefix: &str,
     page_size: usize,
-) -> Vec<Vec<niso_server::storage::ListedObject>> {
+) -> Vec<Vec<niso_registry::storage::ListedObject>> {
     use futures::TryStreamExt;
     store
         .list(prefix, page_size)

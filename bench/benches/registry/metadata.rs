@@ -23,7 +23,7 @@ fn database_url(env: &[(String, String)]) -> String {
 
 /// Inserts `packages` × 5 versions sharing the seed archive's chunk, so every one downloads.
 async fn seed(url: &str, packages: usize) {
-    let db = niso_server::db::connect(url, 4).await.expect("connect");
+    let db = niso_registry::db::connect(url, 4).await.expect("connect");
     let namespace = namespace::Entity::find()
         .filter(namespace::Column::Name.eq("@bench"))
         .one(&db)

@@ -240,7 +240,7 @@ async fn a_changed_scope_rotates_the_key(backend: Backend) {
     // The old key is revoked, the new one has the new scope.
     assert!(matches!(
         fixture.app.registry.authenticate(&old_value).await,
-        Err(niso_server::Error::Unauthorized(_))
+        Err(niso_registry::Error::Unauthenticated(_))
     ));
     let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();
     assert_eq!(principal.scope.to_string(), "pull:*");
@@ -298,7 +298,7 @@ async fn deletion_revokes_the_key(backend: Backend) {
     assert_eq!(action, Action::await_change());
     assert!(matches!(
         fixture.app.registry.authenticate(&value).await,
-        Err(niso_server::Error::Unauthorized(_))
+        Err(niso_registry::Error::Unauthenticated(_))
     ));
     assert_eq!(live_keys(&fixture).await, 0);
 

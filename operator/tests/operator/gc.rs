@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::common::{Backend, TestApp, archives, test_settings};
 use niso_operator::gc::{GcSettings, run_loop, run_once};
 use niso_operator::metrics::Metrics;
-use niso_server::config::ChunkingSettings;
-use niso_server::registry::RegistrySettings;
+use niso_registry::RegistrySettings;
+use niso_registry::chunking::ChunkingSettings;
 
 crate::for_each_backend!(
     gc_loop_keeps_committed_chunks_while_uploads_reuse_them,

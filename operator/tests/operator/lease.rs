@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::common::{Backend, Storage, test_settings};
 use niso_operator::gc::{GcSettings, run_loop};
 use niso_operator::metrics::Metrics;
-use niso_server::registry::Registry;
+use niso_registry::Registry;
 
 crate::for_each_backend!(only_the_lease_holder_runs_gc);
 

@@ -7,7 +7,7 @@ use crate::common::{Backend, Storage, test_settings};
 use niso_operator::gc::run_once;
 use niso_operator::http::render_metrics;
 use niso_operator::metrics::{Metrics, registry_metrics};
-use niso_server::registry::Registry;
+use niso_registry::Registry;
 
 crate::for_each_backend!(operator_metrics_export_no_http_series_and_count_gc_once);
 
@@ -21,10 +21,10 @@ fn families(text: &str) -> Vec<&str> {
 
 async fn operator_metrics_export_no_http_series_and_count_gc_once(backend: Backend) {
     let storage = Storage::new(backend).await;
-    let db = niso_server::db::connect(&storage.database_url, 4)
+    let db = niso_registry::db::connect(&storage.database_url, 4)
         .await
         .expect("connect");
-    niso_server::db::migrate(&db).await.expect("migrate");
+    niso_registry::db::migrate(&db).await.expect("migrate");
     let registry = Registry::new(
         db,
         storage.store.clone(),

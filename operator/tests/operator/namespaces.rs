@@ -350,7 +350,7 @@ async fn deletion_with_delete_policy_waits_for_packages_then_removes(backend: Ba
     assert_eq!(action, Action::await_change());
     assert!(matches!(
         fixture.app.registry.namespace_view("@team").await,
-        Err(niso_server::Error::NotFound(_))
+        Err(niso_registry::Error::NotFound(_))
     ));
     // The name is free again.
     let (code, body) = fixture

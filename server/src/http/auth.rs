@@ -9,9 +9,10 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::client_address::ClientAddress;
 use super::extract::{Auth, Json, Pagination, Query};
-use crate::error::{Error, Result};
-use crate::registry::accounts::{NewAccount, Profile};
-use crate::registry::format_timestamp;
+use crate::http::error::Result;
+use niso_registry::accounts::{NewAccount, Profile};
+use niso_registry::error::Error;
+use niso_registry::format_timestamp;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -230,7 +231,7 @@ pub async fn revoke_key(
 ) -> Result<StatusCode> {
     let id: i64 = id
         .parse()
-        .map_err(|_| Error::BadRequest(format!("invalid key id {id:?}")))?;
+        .map_err(|_| Error::Invalid(format!("invalid key id {id:?}")))?;
     state.registry.revoke_key_for(&principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::error::Error;
+use niso_registry::error::Error;
 
 /// Largest single chunk `PUT /v1/chunks/{hash}` accepts: the largest chunk any chunking
 /// setting can make (fastcdc's 16 MiB bound, see `config.rs`).
@@ -24,7 +24,7 @@ pub async fn read_limited(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, Error> {
-    let too_large = || Error::PayloadTooLarge(format!("request body larger than {limit} bytes"));
+    let too_large = || Error::TooLarge(format!("request body larger than {limit} bytes"));
     // Declared too large: refused before reading (hyper has already checked the header is a
     // number; an unparsable one never gets here).
     let declared = headers
@@ -40,7 +40,7 @@ pub async fn read_limited(
         Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
         // An idle body (the connection loop's timeout) is a 408 like an idle upload.
         Ok(Err(error)) => Err(super::serve::body_error(axum::Error::new(error))),
-        Err(_) => Err(Error::RequestTimeout(format!(
+        Err(_) => Err(Error::Stalled(format!(
             "request body not received within {} s",
             timeout.as_secs_f64()
         ))),
@@ -69,7 +69,7 @@ mod tests {
         let error = read_limited(&headers, body, 1024, Duration::from_secs(3600))
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(matches!(error, Error::TooLarge(_)), "{error:?}");
     }
 
     #[tokio::test]
@@ -78,7 +78,7 @@ mod tests {
         let error = read_limited(&HeaderMap::new(), body, 1024, Duration::from_secs(3600))
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(matches!(error, Error::TooLarge(_)), "{error:?}");
         let body = streaming(vec![vec![b'a'; 600], vec![b'b'; 424]]);
         let bytes = read_limited(&HeaderMap::new(), body, 1024, Duration::from_secs(3600))
             .await
@@ -95,6 +95,6 @@ mod tests {
         let error = read_limited(&HeaderMap::new(), body, 1024, Duration::from_millis(100))
             .await
             .unwrap_err();
-        assert!(matches!(error, Error::RequestTimeout(_)), "{error:?}");
+        assert!(matches!(error, Error::Stalled(_)), "{error:?}");
     }
 }

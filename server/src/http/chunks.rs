@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::Auth;
-use crate::error::Result;
+use crate::http::error::Result;
 
 #[derive(Serialize, ToSchema)]
 pub struct ChunkUploadResponse {

@@ -9,8 +9,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::auth::Principal;
-use crate::error::Error;
+use niso_registry::auth::Principal;
+use niso_registry::error::Error;
+
+use crate::http::error::ApiError;
 
 /// A JSON body; malformed JSON, a wrong content type or unknown fields are a 400. The body is
 /// read whole, so it is small: at most `json_body_limit_bytes` (413, early when declared) and
@@ -18,13 +20,11 @@ use crate::error::Error;
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !is_json_content_type(request.headers()) {
-            return Err(Error::BadRequest(
-                "expected Content-Type: application/json".into(),
-            ));
+            return Err(Error::Invalid("expected Content-Type: application/json".into()).into());
         }
         let settings = state.registry.settings();
         let (parts, body) = request.into_parts();
@@ -37,7 +37,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
         .await?;
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+            Err(rejection) => Err(json_rejection(rejection).into()),
         }
     }
 }
@@ -61,22 +61,22 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(error) => {
-            Error::BadRequest(format!("invalid request body: {}", error.body_text()))
+            Error::Invalid(format!("invalid request body: {}", error.body_text()))
         }
         JsonRejection::JsonSyntaxError(_) => {
-            Error::BadRequest("invalid request body: malformed JSON".into())
+            Error::Invalid("invalid request body: malformed JSON".into())
         }
         JsonRejection::MissingJsonContentType(_) => {
-            Error::BadRequest("expected Content-Type: application/json".into())
+            Error::Invalid("expected Content-Type: application/json".into())
         }
         JsonRejection::BytesRejection(error) => {
             if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge("request body too large".into())
+                Error::TooLarge("request body too large".into())
             } else {
-                Error::BadRequest(format!("cannot read request body: {}", error.body_text()))
+                Error::Invalid(format!("cannot read request body: {}", error.body_text()))
             }
         }
-        other => Error::BadRequest(other.body_text()),
+        other => Error::Invalid(other.body_text()),
     }
 }
 
@@ -84,7 +84,7 @@ fn json_rejection(rejection: JsonRejection) -> Error {
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
@@ -94,9 +94,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                 let detail = text
                     .strip_prefix("Failed to deserialize query string: ")
                     .unwrap_or(&text);
-                Err(Error::BadRequest(format!("invalid query string: {detail}")))
+                Err(Error::Invalid(format!("invalid query string: {detail}")).into())
             }
-            Err(other) => Err(Error::BadRequest(other.body_text())),
+            Err(other) => Err(Error::Invalid(other.body_text()).into()),
         }
     }
 }
@@ -202,10 +202,10 @@ deserialize_from_str!(Offset);
 pub struct Auth(pub Principal);
 
 impl FromRequestParts<AppState> for Auth {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        authenticate(state, &parts.headers).await.map(Auth)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Auth(authenticate(state, &parts.headers).await?))
     }
 }
 
@@ -213,17 +213,17 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
-            Error::Unauthorized("missing API key: send Authorization: Bearer niso_…".into())
+            Error::Unauthenticated("missing API key: send Authorization: Bearer niso_…".into())
         })?
         .to_str()
-        .map_err(|_| Error::Unauthorized("malformed Authorization header".into()))?;
+        .map_err(|_| Error::Unauthenticated("malformed Authorization header".into()))?;
     // The scheme is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer` and `BEARER` alike.
     let key = value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, key)| key)
         .ok_or_else(|| {
-            Error::Unauthorized("malformed Authorization header: expected Bearer niso_…".into())
+            Error::Unauthenticated("malformed Authorization header: expected Bearer niso_…".into())
         })?;
     state.registry.authenticate(key.trim()).await
 }

@@ -6,7 +6,9 @@ pub mod auth;
 pub mod body;
 pub mod chunks;
 pub mod client_address;
+pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod namespaces;
 pub mod openapi;
 pub mod package_path;
@@ -27,8 +29,11 @@ use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
 
-use crate::error::Error;
-use crate::registry::Registry;
+use niso_registry::Registry;
+use niso_registry::error::Error;
+
+use self::error::ApiError;
+use self::metrics::{HttpMetrics, InFlight};
 
 /// What axum's own body extractors may read, should a handler use one: as small as a JSON
 /// body. Our JSON and chunk extractors (`extract.rs`) enforce their own limits and deadlines,
@@ -38,6 +43,18 @@ const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub http_metrics: Arc<HttpMetrics>,
+}
+
+impl AppState {
+    /// The state of one API: its HTTP series join the registry's metrics (once per registry).
+    pub fn new(registry: Arc<Registry>) -> AppState {
+        let http_metrics = Arc::new(HttpMetrics::register(registry.metrics()));
+        AppState {
+            registry,
+            http_metrics,
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,12 +97,12 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> Response {
-    Error::NotFound("no such endpoint".into()).into_response()
+    ApiError::from(Error::NotFound("no such endpoint".into())).into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    let mut response =
-        Error::BadRequest("method not allowed on this endpoint".into()).into_response();
+    let mut response = ApiError::from(Error::Invalid("method not allowed on this endpoint".into()))
+        .into_response();
     *response.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
     response
 }
@@ -99,7 +116,7 @@ async fn method_not_allowed() -> Response {
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let method_label = crate::metrics::method_label(&method);
+    let method_label = metrics::method_label(&method);
     let matched = request
         .extensions()
         .get::<MatchedPath>()
@@ -134,10 +151,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     });
     // Fails only when no OpenTelemetry layer is installed, and then there is nothing to join.
     let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-    let metrics = state.registry.metrics().clone();
+    let metrics = state.http_metrics.clone();
     // Given back when dropped: when the client goes away mid-request this future is dropped
     // here, and a panicking handler unwinds through it.
-    let in_flight = crate::metrics::InFlight::start(&metrics.http_in_flight);
+    let in_flight = InFlight::start(&metrics.in_flight);
     let sends_body = matches!(method, Method::PUT | Method::POST | Method::PATCH);
     let mut response = next.run(request).instrument(span.clone()).await;
     if sends_body && !response.status().is_success() {
@@ -159,11 +176,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
     metrics
-        .http_requests
+        .requests
         .with_label_values(&[route.as_str(), method_label, status.as_str()])
         .inc();
     metrics
-        .http_request_seconds
+        .request_seconds
         .with_label_values(&[route.as_str(), method_label, status.as_str()])
         .observe(elapsed.as_secs_f64());
     span.record("http.response.status_code", response.status().as_u16());
@@ -194,7 +211,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 /// `Content-Length` (hyper would otherwise send it chunked).
 struct InFlightBody {
     inner: axum::body::Body,
-    _in_flight: crate::metrics::InFlight,
+    _in_flight: InFlight,
 }
 
 impl hyper::body::Body for InFlightBody {
@@ -231,7 +248,7 @@ pub async fn serve(
 /// Serves `/metrics` on its own listener.
 pub async fn serve_metrics(
     listener: TcpListener,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<niso_registry::metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new().route(

@@ -8,9 +8,9 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::extract::{Auth, Json};
-use crate::error::Result;
-use crate::registry::format_timestamp;
-use crate::registry::namespaces::NamespaceView;
+use crate::http::error::Result;
+use niso_registry::format_timestamp;
+use niso_registry::namespaces::NamespaceView;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -4,8 +4,9 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::error::{Error, Result};
-use crate::names::PackageName;
+use crate::http::error::Result;
+use niso_registry::error::Error;
+use niso_registry::names::PackageName;
 
 /// What follows the package name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,7 @@ fn decode(segment: &str) -> Result<String> {
     percent_decode_str(segment)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::BadRequest("the path is not valid UTF-8".into()))
+        .map_err(|_| Error::Invalid("the path is not valid UTF-8".into()).into())
 }
 
 /// Splits the part of the raw path after `/v1/packages/` into the package name and the route.

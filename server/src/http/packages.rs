@@ -16,10 +16,11 @@ use super::AppState;
 use super::extract::{Json, Limit, Offset, Pagination, Query, authenticate};
 use super::package_path::{PackageRoute, parse_package_path};
 use super::range::{RangeRequest, parse_range};
-use crate::error::{Error, Result};
-use crate::names::{PackageName, parse_version, validate_arch};
-use crate::registry::format_timestamp;
-use crate::registry::packages::LATEST;
+use crate::http::error::{ApiError, Result};
+use niso_registry::error::Error;
+use niso_registry::format_timestamp;
+use niso_registry::names::{PackageName, parse_version, validate_arch};
+use niso_registry::packages::LATEST;
 
 /// Marks a response with its route template (the dispatcher's routes are not axum routes).
 #[derive(Clone, Copy)]
@@ -122,7 +123,9 @@ pub async fn dispatch(
     let raw = uri.path().strip_prefix("/v1/packages/").unwrap_or_default();
     let (name, route) = match parse_package_path(raw) {
         Ok(Some(parsed)) => parsed,
-        Ok(None) => return Error::NotFound("no such endpoint".into()).into_response(),
+        Ok(None) => {
+            return ApiError::from(Error::NotFound("no such endpoint".into())).into_response();
+        }
         Err(error) => return error.into_response(),
     };
     let template = route.template();
@@ -148,9 +151,7 @@ pub async fn dispatch(
         (&Method::GET | &Method::HEAD, PackageRoute::ChunkManifest { version, arch }) => {
             chunk_manifest(&state, &name, &version, &arch).await
         }
-        _ => Err(Error::NotFound(format!(
-            "no {method} endpoint at this path"
-        ))),
+        _ => Err(Error::NotFound(format!("no {method} endpoint at this path")).into()),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteTemplate(template));
@@ -255,12 +256,13 @@ fn check_reference(version: &str) -> Result<()> {
         return Ok(());
     }
     // A version or a tag; both are validated by their own rules when resolved.
-    if parse_version(version).is_ok() || crate::names::validate_tag(version).is_ok() {
+    if parse_version(version).is_ok() || niso_registry::names::validate_tag(version).is_ok() {
         Ok(())
     } else {
-        Err(Error::BadRequest(format!(
+        Err(Error::Invalid(format!(
             "invalid version {version:?}: expected a SemVer version, a tag or \"latest\""
-        )))
+        ))
+        .into())
     }
 }
 
@@ -315,7 +317,7 @@ async fn download(
             (StatusCode::PARTIAL_CONTENT, range)
         }
         RangeRequest::Unsatisfiable => {
-            return Err(Error::RangeNotSatisfiable {
+            return Err(ApiError::RangeNotSatisfiable {
                 message: format!("the range is outside the archive's {size} bytes"),
                 size,
             });
@@ -360,7 +362,7 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 fn header_value(text: &str) -> Result<HeaderValue> {
-    HeaderValue::from_str(text).map_err(|_| Error::internal("unrepresentable header value"))
+    HeaderValue::from_str(text).map_err(|_| Error::internal("unrepresentable header value").into())
 }
 
 async fn upload(

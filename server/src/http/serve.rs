@@ -26,8 +26,8 @@ use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
-use crate::error::Error;
-use crate::registry::RegistrySettings;
+use niso_registry::RegistrySettings;
+use niso_registry::error::Error;
 
 /// Largest read buffer and response queue per connection.
 const CONNECTION_BUFFER_BYTES: usize = 64 * 1024;
@@ -57,18 +57,18 @@ pub fn body_error(error: axum::Error) -> Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if cause.is::<TimeoutError>() {
-            return Error::RequestTimeout(
+            return Error::Stalled(
                 "the request body stopped arriving: nothing was received for longer than the \
                  idle timeout"
                     .into(),
             );
         }
         if cause.is::<http_body_util::LengthLimitError>() {
-            return Error::PayloadTooLarge("the request body is too large".into());
+            return Error::TooLarge("the request body is too large".into());
         }
         source = cause.source();
     }
-    Error::BadRequest(format!("the request body was interrupted: {error}"))
+    Error::Invalid(format!("the request body was interrupted: {error}"))
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open requests.

@@ -6,7 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::error::Error;
+use crate::http::error::ApiError;
+use niso_registry::error::Error;
 
 #[utoipa::path(get, path = "/health", responses((status = 200)))]
 pub async fn health() -> Response {
@@ -23,9 +24,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Ok(Ok(())) => axum::Json(json!({ "status": "ready" })).into_response(),
         Ok(Err(error)) => {
             tracing::warn!(%error, "not ready");
-            Error::Unavailable(error.to_string()).into_response()
+            ApiError::from(Error::Unavailable(error.to_string())).into_response()
         }
-        Err(_) => Error::Unavailable("readiness check timed out".into()).into_response(),
+        Err(_) => {
+            ApiError::from(Error::Unavailable("readiness check timed out".into())).into_response()
+        }
     }
 }
 

@@ -110,7 +110,7 @@ async fn chunked_json_bodies_are_cut_off_at_the_limit(backend: Backend) {
 }
 
 async fn slow_json_bodies_time_out(backend: Backend) {
-    let settings = niso_server::registry::RegistrySettings {
+    let settings = niso_registry::RegistrySettings {
         json_body_timeout: Duration::from_secs(1),
         ..test_settings()
     };

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Backend, TestApp, assert_error, test_settings};
 use crate::for_each_backend;
-use niso_server::registry::RegistrySettings;
+use niso_registry::RegistrySettings;
 
 for_each_backend!(
     behind_a_trusted_proxy_the_login_limit_is_per_forwarded_client,

@@ -16,7 +16,7 @@ mod writers;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use niso_server::archive::{ArchiveLimits, ValidatedArchive, validate_archive};
+use niso_registry::archive::{ArchiveLimits, ValidatedArchive, validate_archive};
 
 use readers::{Reader, hard_links_share_inodes, predicted, unpack};
 

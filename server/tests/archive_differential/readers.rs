@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use niso_server::archive::{EntryKind, ValidatedArchive};
+use niso_registry::archive::{EntryKind, ValidatedArchive};
 
 /// What a path is once unpacked; hard links are files (checked for a shared inode separately).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

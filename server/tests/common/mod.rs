@@ -9,14 +9,14 @@ pub mod s3_test_server;
 
 use std::sync::Arc;
 
-use niso_server::config::ChunkingSettings;
+use niso_registry::chunking::ChunkingSettings;
+use niso_registry::metrics::Metrics;
+use niso_registry::permissions::SystemAuthority;
+use niso_registry::storage::ObjectStore;
+use niso_registry::storage::local::LocalStore;
+use niso_registry::storage::s3::S3Store;
+use niso_registry::{Registry, RegistrySettings};
 use niso_server::http::AppState;
-use niso_server::metrics::Metrics;
-use niso_server::registry::permissions::SystemAuthority;
-use niso_server::registry::{Registry, RegistrySettings};
-use niso_server::storage::ObjectStore;
-use niso_server::storage::local::LocalStore;
-use niso_server::storage::s3::S3Store;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -65,25 +65,25 @@ pub fn test_settings() -> RegistrySettings {
         upload_lease: std::time::Duration::from_secs(900),
         login_max_failures: 5,
         login_window: std::time::Duration::from_secs(300),
-        chunk_budget_bytes: niso_server::registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
-        decompression_budget_bytes: niso_server::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
+        chunk_budget_bytes: niso_registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
+        decompression_budget_bytes: niso_registry::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
         json_body_limit_bytes: 64 * 1024,
         json_body_timeout: std::time::Duration::from_secs(15),
-        trusted_proxies: niso_server::http::client_address::TrustedProxies::none(),
-        trusted_proxy_header: niso_server::http::client_address::ForwardedHeader::XForwardedFor,
+        trusted_proxies: niso_registry::proxies::TrustedProxies::none(),
+        trusted_proxy_header: niso_registry::proxies::ForwardedHeader::XForwardedFor,
         password_hash_concurrency: 4,
         password_hash_wait: std::time::Duration::from_secs(60),
         // Every test client comes from loopback: registrations are limited in their own tests.
         registration_max_per_address: 100_000,
         registration_window: std::time::Duration::from_secs(3600),
         body_idle_timeout: std::time::Duration::from_secs(
-            niso_server::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            niso_registry::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
         ),
         header_read_timeout: std::time::Duration::from_secs(
-            niso_server::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            niso_registry::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
         ),
-        max_concurrent_uploads: niso_server::config::DEFAULT_MAX_CONCURRENT_UPLOADS,
-        max_uploads_per_principal: niso_server::config::DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
+        max_concurrent_uploads: niso_registry::config::DEFAULT_MAX_CONCURRENT_UPLOADS,
+        max_uploads_per_principal: niso_registry::config::DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
     }
 }
 
@@ -119,10 +119,10 @@ impl Storage {
 
     /// A registry (one "replica") on this storage.
     pub async fn registry(&self, settings: RegistrySettings) -> Arc<Registry> {
-        let db = niso_server::db::connect(&self.database_url, 16)
+        let db = niso_registry::db::connect(&self.database_url, 16)
             .await
             .expect("connect");
-        niso_server::db::migrate(&db).await.expect("migrate");
+        niso_registry::db::migrate(&db).await.expect("migrate");
         Arc::new(Registry::new(
             db,
             self.store.clone(),
@@ -166,9 +166,7 @@ impl TestApp {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
-        let state = AppState {
-            registry: registry.clone(),
-        };
+        let state = AppState::new(registry.clone());
         tokio::spawn(async move {
             niso_server::http::serve(listener, state, async move {
                 let _ = receiver.await;

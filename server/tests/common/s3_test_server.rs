@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::error_handling::HandleError;
 use axum::http::StatusCode;
-use niso_server::storage::s3::S3Settings;
+use niso_registry::storage::s3::S3Settings;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
 use common::{Backend, TestApp, archives, test_settings};
-use niso_server::config::ChunkingSettings;
-use niso_server::registry::RegistrySettings;
+use niso_registry::RegistrySettings;
+use niso_registry::chunking::ChunkingSettings;
 
 crate::for_each_backend!(
     gc_keeps_shared_chunks_and_reclaims_orphans,

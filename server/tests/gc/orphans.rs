@@ -14,12 +14,12 @@ use futures::TryStreamExt;
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 use crate::common::{Backend, postgres, s3_test_server::S3TestServer, test_settings};
-use niso_server::metrics::Metrics;
-use niso_server::registry::Registry;
-use niso_server::registry::gc::{GcOptions, ORPHAN_MIN_AGE};
-use niso_server::storage::local::LocalStore;
-use niso_server::storage::s3::S3Store;
-use niso_server::storage::{ListingPages, ObjectStore, StorageError};
+use niso_registry::Registry;
+use niso_registry::gc::{GcOptions, ORPHAN_MIN_AGE};
+use niso_registry::metrics::Metrics;
+use niso_registry::storage::local::LocalStore;
+use niso_registry::storage::s3::S3Store;
+use niso_registry::storage::{ListingPages, ObjectStore, StorageError};
 
 crate::for_each_backend!(
     an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_period,
@@ -58,7 +58,7 @@ impl ObjectStore for CrashAfterPut {
     async fn remove_interrupted_writes(
         &self,
         older_than: SystemTime,
-    ) -> Result<niso_server::storage::RemovedDebris, StorageError> {
+    ) -> Result<niso_registry::storage::RemovedDebris, StorageError> {
         self.inner.remove_interrupted_writes(older_than).await
     }
     async fn check(&self) -> Result<(), StorageError> {
@@ -80,7 +80,7 @@ struct Fixture {
 
 impl Fixture {
     /// One GC pass with `grace`, which must succeed.
-    async fn gc(&self, grace: Duration) -> niso_server::registry::gc::GcReport {
+    async fn gc(&self, grace: Duration) -> niso_registry::gc::GcReport {
         self.registry.collect_garbage(grace).await.unwrap()
     }
 
@@ -112,8 +112,8 @@ impl Fixture {
             inner,
             armed: AtomicBool::new(false),
         });
-        let db = niso_server::db::connect(&database_url, 8).await.unwrap();
-        niso_server::db::migrate(&db).await.unwrap();
+        let db = niso_registry::db::connect(&database_url, 8).await.unwrap();
+        niso_registry::db::migrate(&db).await.unwrap();
         let registry = Arc::new(Registry::new(
             db,
             store.clone(),

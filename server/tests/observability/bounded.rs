@@ -95,7 +95,7 @@ async fn wait_for_in_flight(app: &TestApp, expected: f64) {
 }
 
 async fn in_flight_returns_to_zero_when_clients_go_away(backend: Backend) {
-    let settings = niso_server::registry::RegistrySettings {
+    let settings = niso_registry::RegistrySettings {
         password_hash_concurrency: 1,
         password_hash_wait: Duration::from_secs(600),
         ..crate::common::test_settings()

@@ -175,7 +175,7 @@ impl Registry {
         let stored = pipeline.finish(&mut lease).await?;
         check_manifest_matches(&manifest, &target)?;
         if total == 0 {
-            return Err(Error::BadRequest("the upload is empty".into()));
+            return Err(Error::Invalid("the upload is empty".into()));
         }
 
         let checksum = hex::encode(checksum.finalize());
@@ -303,13 +303,13 @@ impl Registry {
 
 fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<()> {
     if manifest.name != target.package.as_str() {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "manifest.toml names package {:?} but the upload is for {}",
             manifest.name, target.package
         )));
     }
     if manifest.version != target.version {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "manifest.toml has version {:?} but the upload is for {}",
             manifest.version, target.version
         )));
@@ -317,7 +317,7 @@ fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<
     if let Some(arch) = &manifest.arch
         && arch != &target.arch
     {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "manifest.toml has arch {arch:?} but the upload is for {}",
             target.arch
         )));
@@ -333,5 +333,5 @@ fn version_exists(target: &UploadTarget) -> Error {
 }
 
 fn too_large(max_bytes: u64) -> Error {
-    Error::PayloadTooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"))
+    Error::TooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"))
 }

@@ -408,7 +408,7 @@ impl Registry {
             }
         }
         if namespace.ns_type == "user" {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "{name} is a user namespace; it has no members besides its user"
             )));
         }

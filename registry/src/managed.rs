@@ -104,12 +104,12 @@ impl Registry {
         let mut wanted: BTreeMap<&str, Role> = BTreeMap::new();
         for (username, role) in desired {
             if *role == Role::Owner {
-                return Err(Error::BadRequest(
+                return Err(Error::Invalid(
                     "the owner role is set at creation and cannot be given".into(),
                 ));
             }
             if wanted.insert(username.as_str(), *role).is_some() {
-                return Err(Error::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "{username} is listed more than once"
                 )));
             }
@@ -121,7 +121,7 @@ impl Registry {
             .await?
             .ok_or_else(|| Error::not_found(format!("namespace {name}")))?;
         if namespace.ns_type != "org" {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "{name} is a user namespace; it has no members besides its user"
             )));
         }
@@ -144,7 +144,7 @@ impl Registry {
             )));
         }
         if let Some(owner) = users.values().find(|user| user.id == namespace.owner_id) {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "{} owns {name}; the owner cannot also be listed as a member",
                 owner.username
             )));

@@ -349,7 +349,7 @@ impl Registry {
     /// The live chunk with this hash (`GET /v1/chunks/{hash}`).
     pub async fn find_chunk(&self, hash: &str) -> Result<chunk::Model> {
         if !is_chunk_hash(hash) {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "a chunk hash is 64 lowercase hexadecimal characters".into(),
             ));
         }
@@ -371,14 +371,14 @@ impl Registry {
         data: Bytes,
     ) -> Result<StoredChunk> {
         if !is_chunk_hash(hash) {
-            return Err(Error::BadRequest(
+            return Err(Error::Invalid(
                 "a chunk hash is 64 lowercase hexadecimal characters".into(),
             ));
         }
         let hashed = data.clone();
         let actual = blocking(move || sha256_hex(&hashed)).await?;
         if actual != hash {
-            return Err(Error::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "the body's sha256 is {actual}, not {hash}"
             )));
         }

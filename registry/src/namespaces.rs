@@ -205,11 +205,11 @@ impl Registry {
 
 fn parse_member_role(role: &str) -> Result<Role> {
     match Role::parse(role) {
-        Some(Role::Owner) => Err(Error::BadRequest(
+        Some(Role::Owner) => Err(Error::Invalid(
             "the owner role is set at creation and cannot be given".into(),
         )),
         Some(role) => Ok(role),
-        None => Err(Error::BadRequest(format!(
+        None => Err(Error::Invalid(format!(
             "invalid role {role:?}: expected \"admin\" or \"member\""
         ))),
     }

@@ -86,7 +86,7 @@ impl Registry {
             && Ord::max(row.failures, 0) as u32 > self.settings.registration_max_per_address
             && row.window_start + window > current
         {
-            return Err(Error::TooManyRequests {
+            return Err(Error::LimitReached {
                 message: "too many registrations from this address; retry later".into(),
                 retry_after_secs: Ord::max((row.window_start + window - current).num_seconds(), 1)
                     as u64,

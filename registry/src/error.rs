@@ -1,10 +1,10 @@
-//! The one error type of the server crate and its stable mapping to HTTP statuses.
+//! The one error type of the registry domain. Variants say what went wrong in the domain's
+//! terms (invalid input, not allowed, a limit reached, a dependency down); the server maps them
+//! to HTTP statuses (`server/src/http/error.rs`), the operator to conditions and retries.
 //!
 //! Client-facing variants carry a message that is safe to show. `Unavailable` and `Internal`
 //! carry the internal cause for the log only: clients get a fixed message (DESIGN.md §6).
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use sea_orm::DbErr;
 
 use crate::archive::ArchiveError;
@@ -14,40 +14,43 @@ use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The input breaks a rule (a name, a version, an archive, a scope, a JSON field).
     #[error("{0}")]
-    BadRequest(String),
+    Invalid(String),
+    /// No credentials, or credentials that do not identify anyone.
     #[error("{0}")]
-    Unauthorized(String),
+    Unauthenticated(String),
+    /// The principal is known but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The operation contradicts the current state (the version exists, the name is taken).
     #[error("{0}")]
     Conflict(String),
+    /// The input is larger than a configured limit.
     #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{message}")]
-    RangeNotSatisfiable { message: String, size: u64 },
+    TooLarge(String),
+    /// Too many failed logins for this user or address.
     #[error("too many failed attempts; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// A per-client limit was hit (429 with `Retry-After`): too many concurrent uploads for one
-    /// key, too many registrations from one address. The message says which limit.
+    /// A per-client limit was hit: too many concurrent uploads for one key, too many
+    /// registrations from one address. The message says which limit.
     #[error("{message}")]
-    TooManyRequests {
+    LimitReached {
         message: String,
         retry_after_secs: u64,
     },
-    /// The server is at a server-wide capacity limit (503 with `Retry-After`): concurrent
-    /// uploads, password hashing, decompression memory. The message says which; it is not a
-    /// fault, so it is safe to show.
+    /// The server is at a server-wide capacity limit: concurrent uploads, password hashing,
+    /// decompression memory. The message says which; it is not a fault, so it is safe to show.
     #[error("{message}")]
     Overloaded {
         message: String,
         retry_after_secs: u64,
     },
-    /// The client stopped sending its request body for longer than the idle timeout (408).
+    /// The client stopped sending its input for longer than the idle timeout.
     #[error("{0}")]
-    RequestTimeout(String),
+    Stalled(String),
     /// A dependency (database, object storage) is down or timing out.
     #[error("dependency unavailable: {0}")]
     Unavailable(String),
@@ -58,25 +61,6 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
-            Error::RateLimited { .. } | Error::TooManyRequests { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// The message a client may see.
     pub fn public_message(&self) -> String {
         match self {
@@ -86,57 +70,27 @@ impl Error {
         }
     }
 
+    /// How long a client should wait before retrying, for the errors that pass with time.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited { retry_after_secs }
+            | Error::LimitReached {
+                retry_after_secs, ..
+            }
+            | Error::Overloaded {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
+            Error::Unavailable(_) => Some(5),
+            _ => None,
+        }
+    }
+
     pub fn not_found(what: impl std::fmt::Display) -> Self {
         Error::NotFound(format!("{what} not found"))
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Error::Internal(cause.to_string())
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        match &self {
-            Error::Unavailable(cause) => tracing::warn!(%cause, "dependency unavailable"),
-            Error::Internal(cause) => tracing::error!(%cause, "internal error"),
-            _ => {}
-        }
-        let body = serde_json::json!({ "error": self.public_message() });
-        let mut response = (status, axum::Json(body)).into_response();
-        match self {
-            Error::RateLimited { retry_after_secs }
-            | Error::TooManyRequests {
-                retry_after_secs, ..
-            }
-            | Error::Overloaded {
-                retry_after_secs, ..
-            } => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after_secs.max(1)),
-                );
-            }
-            Error::RequestTimeout(_) => {
-                // The body was not read to its end: the connection cannot be reused.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Error::RangeNotSatisfiable { size, .. } => {
-                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-            }
-            Error::Unavailable(_) => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(5u32));
-            }
-            _ => {}
-        }
-        response
     }
 }
 
@@ -194,21 +148,21 @@ impl From<StorageError> for Error {
 
 impl From<NameError> for Error {
     fn from(error: NameError) -> Self {
-        Error::BadRequest(error.to_string())
+        Error::Invalid(error.to_string())
     }
 }
 
 impl From<ScopeError> for Error {
     fn from(error: ScopeError) -> Self {
-        Error::BadRequest(error.to_string())
+        Error::Invalid(error.to_string())
     }
 }
 
 impl From<ArchiveError> for Error {
     fn from(error: ArchiveError) -> Self {
         match error {
-            ArchiveError::Invalid(message) => Error::BadRequest(message),
-            ArchiveError::TooLarge(message) => Error::PayloadTooLarge(message),
+            ArchiveError::Invalid(message) => Error::Invalid(message),
+            ArchiveError::TooLarge(message) => Error::TooLarge(message),
             ArchiveError::Busy(message) => Error::Overloaded {
                 message,
                 retry_after_secs: 5,

@@ -51,16 +51,16 @@ impl Registry {
     /// any replica is refused by every replica on the next request.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
         if !looks_like_key(presented) {
-            return Err(Error::Unauthorized(INVALID_KEY.into()));
+            return Err(Error::Unauthenticated(INVALID_KEY.into()));
         }
         let key = api_key::Entity::find()
             .filter(api_key::Column::KeyHash.eq(hash_key(presented)))
             .one(&self.db)
             .await?
-            .ok_or_else(|| Error::Unauthorized(INVALID_KEY.into()))?;
+            .ok_or_else(|| Error::Unauthenticated(INVALID_KEY.into()))?;
         let current = now();
         if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= current) {
-            return Err(Error::Unauthorized(INVALID_KEY.into()));
+            return Err(Error::Unauthenticated(INVALID_KEY.into()));
         }
         let scope: ScopeSet = key
             .scope
@@ -71,7 +71,7 @@ impl Registry {
                 let user = user::Entity::find_by_id(user_id)
                     .one(&self.db)
                     .await?
-                    .ok_or_else(|| Error::Unauthorized(INVALID_KEY.into()))?;
+                    .ok_or_else(|| Error::Unauthenticated(INVALID_KEY.into()))?;
                 Some(PrincipalUser {
                     id: user.id,
                     username: user.username,
@@ -253,7 +253,7 @@ pub const MAX_SCOPE_BYTES: usize = 4096;
 
 fn parse_new_scope(scope: &str) -> Result<ScopeSet> {
     if scope.len() > MAX_SCOPE_BYTES {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "the scope is longer than {MAX_SCOPE_BYTES} bytes"
         )));
     }
@@ -263,7 +263,7 @@ fn parse_new_scope(scope: &str) -> Result<ScopeSet> {
 fn validate_key_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(Error::BadRequest(
+        return Err(Error::Invalid(
             "key name must be 1 to 128 printable characters".into(),
         ));
     }

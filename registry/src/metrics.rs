@@ -1,25 +1,21 @@
-//! Prometheus metrics of the API server, served as text on their own listener
-//! (`NISO_METRICS_LISTEN`). Names follow Prometheus conventions: `niso_` prefix, `_total`
-//! counters, `_seconds` and `_bytes` units.
+//! The registry domain's Prometheus metrics: bytes moved, dedup, chunk storage, database
+//! statements and GC. The server adds its HTTP series to the same registry
+//! (`server/src/http/metrics.rs`); the operator adds its own. Names follow Prometheus
+//! conventions: `niso_` prefix, `_total` counters, `_seconds` and `_bytes` units.
 //!
-//! Every label value comes from a closed set (route templates or `unmatched`, known methods or
-//! `other`, the statuses our handlers emit, statement kinds): a value taken from the request
-//! would let any client add series without bound.
+//! Every label value comes from a closed set (statement kinds, store operations): a value taken
+//! from a request would let any client add series without bound.
 
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub http_request_seconds: HistogramVec,
-    pub http_in_flight: IntGauge,
     pub upload_bytes: IntCounter,
     pub download_bytes: IntCounter,
     pub dedup_hits: IntCounter,
@@ -33,19 +29,18 @@ pub struct Metrics {
     pub gc_bytes_reclaimed: IntCounter,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
 ];
 
-/// Which series a process exports.
+/// Whether `niso_gc_*` is exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exported {
-    /// The API server: its HTTP series, the domain's, and `niso_gc_*` (for `gc --once`).
-    Everything,
-    /// A process that embeds the registry without serving its HTTP API (the operator): the
-    /// domain's series only. It serves no requests, so `niso_http_*` would stay at zero, and
-    /// it counts GC passes under its own names.
-    Domain,
+enum GcSeries {
+    /// The server (`gc --once`, and the tests) reports its passes as `niso_gc_*`.
+    Exported,
+    /// The operator counts GC passes under its own names (`niso_operator_gc_*`), so the
+    /// domain's would be a second, always-zero copy.
+    Hidden,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -67,40 +62,24 @@ fn counter_if(export: bool, registry: &Registry, name: &str, help: &str) -> IntC
 }
 
 impl Metrics {
-    /// Every series: the API server's metrics.
+    /// Every domain series, `niso_gc_*` included.
     pub fn new() -> Metrics {
-        Metrics::build(Exported::Everything)
+        Metrics::build(GcSeries::Exported)
     }
 
-    /// The domain's series only (no `niso_http_*`, no `niso_gc_*`): for a process that embeds
-    /// the registry without serving its HTTP API, and counts GC itself.
-    pub fn domain() -> Metrics {
-        Metrics::build(Exported::Domain)
+    /// The domain's series without `niso_gc_*`: for a process that counts GC itself.
+    pub fn without_gc() -> Metrics {
+        Metrics::build(GcSeries::Hidden)
     }
 
-    fn build(exported: Exported) -> Metrics {
-        let everything = exported == Exported::Everything;
+    /// The Prometheus registry, for a process to add its own series beside the domain's.
+    pub fn prometheus(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn build(gc_series: GcSeries) -> Metrics {
+        let export_gc = gc_series == GcSeries::Exported;
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "niso_http_requests_total",
-                "HTTP requests by route template, method and status",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let http_request_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "niso_http_request_duration_seconds",
-                "HTTP request latency by route template",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let http_in_flight =
-            IntGauge::new("niso_http_requests_in_flight", "HTTP requests being served")
-                .expect("valid metric");
         let chunk_store_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "niso_chunk_store_duration_seconds",
@@ -119,15 +98,10 @@ impl Metrics {
             &["operation", "outcome"],
         )
         .expect("valid metric");
-        let mut collectors: Vec<Box<dyn Collector>> = vec![
+        let collectors: [Box<dyn Collector>; 2] = [
             Box::new(chunk_store_seconds.clone()),
             Box::new(db_query_seconds.clone()),
         ];
-        if everything {
-            collectors.push(Box::new(http_requests.clone()));
-            collectors.push(Box::new(http_request_seconds.clone()));
-            collectors.push(Box::new(http_in_flight.clone()));
-        }
         for collector in collectors {
             registry
                 .register(collector)
@@ -165,26 +139,23 @@ impl Metrics {
                 "Bytes written to the object store (after compression)",
             ),
             gc_runs: counter_if(
-                everything,
+                export_gc,
                 &registry,
                 "niso_gc_runs_total",
                 "Completed GC passes",
             ),
             gc_chunks_deleted: counter_if(
-                everything,
+                export_gc,
                 &registry,
                 "niso_gc_chunks_deleted_total",
                 "Orphan chunks deleted by GC",
             ),
             gc_bytes_reclaimed: counter_if(
-                everything,
+                export_gc,
                 &registry,
                 "niso_gc_reclaimed_bytes_total",
                 "Object-store bytes reclaimed by GC",
             ),
-            http_requests,
-            http_request_seconds,
-            http_in_flight,
             chunk_store_seconds,
             db_query_seconds,
             registry,
@@ -199,44 +170,6 @@ impl Metrics {
             tracing::error!(%error, "cannot encode metrics");
         }
         String::from_utf8(buffer).unwrap_or_default()
-    }
-}
-
-/// The method as a label value: a known method, or `other` for anything a client made up.
-pub fn method_label(method: &axum::http::Method) -> &'static str {
-    use axum::http::Method;
-    const KNOWN: [(Method, &str); 9] = [
-        (Method::GET, "GET"),
-        (Method::HEAD, "HEAD"),
-        (Method::POST, "POST"),
-        (Method::PUT, "PUT"),
-        (Method::PATCH, "PATCH"),
-        (Method::DELETE, "DELETE"),
-        (Method::OPTIONS, "OPTIONS"),
-        (Method::CONNECT, "CONNECT"),
-        (Method::TRACE, "TRACE"),
-    ];
-    KNOWN
-        .iter()
-        .find(|(known, _)| known == method)
-        .map_or("other", |(_, label)| label)
-}
-
-/// One request counted in `niso_http_requests_in_flight` for as long as this lives. Dropping
-/// it gives the count back, so a request whose future is dropped (the client went away) or
-/// unwinds (a handler panicked) leaves the gauge as it found it.
-pub struct InFlight(IntGauge);
-
-impl InFlight {
-    pub fn start(gauge: &IntGauge) -> InFlight {
-        gauge.inc();
-        InFlight(gauge.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
@@ -321,50 +254,17 @@ impl Default for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::{InFlight, Metrics, method_label, statement_kind};
-    use axum::http::Method;
+    use super::{Metrics, statement_kind};
 
     #[test]
-    fn method_labels_are_a_fixed_set() {
-        assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::DELETE), "DELETE");
-        for made_up in ["FOO", "get", "X-RANDOM-1234", "PROPFIND"] {
-            let method = Method::from_bytes(made_up.as_bytes()).unwrap();
-            assert_eq!(method_label(&method), "other", "{made_up}");
-        }
-    }
-
-    #[test]
-    fn in_flight_is_given_back_when_a_request_unwinds() {
-        let metrics = Metrics::new();
-        let gauge = metrics.http_in_flight.clone();
-        let outcome = std::panic::catch_unwind(move || {
-            let _request = InFlight::start(&gauge);
-            assert_eq!(gauge.get(), 1);
-            panic!("a handler panicked");
-        });
-        assert!(outcome.is_err());
-        assert_eq!(metrics.http_in_flight.get(), 0);
-    }
-
-    #[test]
-    fn the_domain_metrics_leave_out_http_and_gc() {
-        let metrics = Metrics::domain();
-        metrics
-            .http_requests
-            .with_label_values(&["/x", "GET", "200"])
-            .inc();
+    fn gc_series_are_left_out_for_a_process_that_counts_gc_itself() {
+        let metrics = Metrics::without_gc();
         metrics.gc_runs.inc();
         metrics.upload_bytes.inc();
         let text = metrics.render();
-        assert!(!text.contains("niso_http_"), "{text}");
         assert!(!text.contains("niso_gc_"), "{text}");
         assert!(text.contains("niso_upload_bytes_total 1"), "{text}");
         let everything = Metrics::new().render();
-        assert!(
-            everything.contains("niso_http_requests_in_flight"),
-            "{everything}"
-        );
         assert!(everything.contains("niso_gc_runs_total"), "{everything}");
     }
 

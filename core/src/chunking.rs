@@ -8,7 +8,23 @@
 use bytes::Bytes;
 use fastcdc::v2020::{Normalization, cut, select_masks};
 
-use crate::config::ChunkingSettings;
+/// Content-defined chunking parameters. Fixed per deployment: changing them ruins dedup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkingSettings {
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkingSettings {
+    fn default() -> Self {
+        ChunkingSettings {
+            min_size: 64 * 1024,
+            avg_size: 256 * 1024,
+            max_size: 1024 * 1024,
+        }
+    }
+}
 
 pub struct StreamChunker {
     min_size: usize,

@@ -158,7 +158,7 @@ impl Registry {
         };
         let Some(user) = user.filter(|_| verified) else {
             // The attempt was counted as it began.
-            return Err(Error::Unauthorized(BAD_CREDENTIALS.into()));
+            return Err(Error::Unauthenticated(BAD_CREDENTIALS.into()));
         };
         self.login_succeeded(username, client).await?;
         self.insert_key(
@@ -245,7 +245,7 @@ fn name_taken(username: &str) -> Error {
 fn validate_display_name(display_name: Option<String>) -> Result<Option<String>> {
     match display_name.map(|name| name.trim().to_owned()) {
         Some(name) if name.chars().count() > 128 || name.chars().any(char::is_control) => Err(
-            Error::BadRequest("display_name must be at most 128 printable characters".into()),
+            Error::Invalid("display_name must be at most 128 printable characters".into()),
         ),
         Some(name) if name.is_empty() => Ok(None),
         other => Ok(other),

@@ -41,7 +41,7 @@ pub fn is_reserved_word(s: &str) -> bool {
 
 /// Quotes client input for an error message. Debug formatting escapes quotes and control
 /// characters, and the cut keeps a megabyte of garbage from being echoed back (or logged).
-pub(crate) fn shown(s: &str) -> String {
+pub fn shown(s: &str) -> String {
     const MAX_SHOWN_CHARS: usize = 80;
     match s.char_indices().nth(MAX_SHOWN_CHARS) {
         Some((cut, _)) => format!("{:?}…", &s[..cut]),

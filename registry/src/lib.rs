@@ -1,20 +1,30 @@
-//! The registry domain: accounts, keys, scopes, namespaces, packages, tags, the chunk store and
-//! GC. Written once and used by the HTTP handlers, the CLI and the operator; nothing else in
-//! the workspace talks SQL.
+//! niso-registry: the registry domain — accounts, keys, scopes, namespaces, packages, tags, the
+//! chunk store and GC — with what it stands on: authentication, object storage, the database,
+//! configuration, its error type and its metrics. Written once and used by the server's HTTP
+//! handlers and CLI and by the operator; nothing else in the workspace talks SQL or S3.
+//!
+//! It speaks no HTTP: errors say what went wrong in domain terms (`error.rs`) and the server
+//! maps them to statuses.
 
 pub mod accounts;
+pub mod auth;
 pub mod chunk_pipeline;
 pub mod chunk_store;
-pub mod chunking;
+pub mod config;
+pub mod db;
 pub mod download;
 pub mod download_counter;
+pub mod error;
 pub mod gc;
 pub mod keys;
 pub mod managed;
+pub mod metrics;
 pub mod namespaces;
 pub mod packages;
 pub mod permissions;
+pub mod proxies;
 pub mod rate_limit;
+pub mod storage;
 pub mod tags;
 pub mod upload;
 pub mod upload_limits;
@@ -26,16 +36,20 @@ use chrono::{NaiveDateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use crate::auth::password::PasswordHashing;
-use crate::config::{ChunkingSettings, Config};
-use crate::error::{Error, Result};
-use crate::http::client_address::{ForwardedHeader, TrustedProxies};
+use crate::chunking::ChunkingSettings;
+use crate::config::Config;
+
 use crate::metrics::Metrics;
+use crate::proxies::{ForwardedHeader, TrustedProxies};
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
 
+pub use niso_core::{archive, chunking, names};
+
 pub use chunk_pipeline::ChunkBudget;
 pub use download_counter::DownloadCounter;
+pub use error::{Error, Result};
 
 /// The knobs of the domain layer, taken from `Config`.
 #[derive(Debug, Clone)]

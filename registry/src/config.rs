@@ -9,26 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::client_address::{ForwardedHeader, TrustedProxies};
+use niso_core::chunking::ChunkingSettings;
+
+use crate::proxies::{ForwardedHeader, TrustedProxies};
 use crate::storage::s3::S3Settings;
-
-/// Content-defined chunking parameters. Fixed per deployment: changing them ruins dedup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkingSettings {
-    pub min_size: u32,
-    pub avg_size: u32,
-    pub max_size: u32,
-}
-
-impl Default for ChunkingSettings {
-    fn default() -> Self {
-        ChunkingSettings {
-            min_size: 64 * 1024,
-            avg_size: 256 * 1024,
-            max_size: 1024 * 1024,
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
