@@ -1,5 +1,5 @@
 //! Accounts: registration (which creates the user's own namespace and first key), login with
-//! argon2id and a shared rate limit, and the profile.
+//! argon2id and a shared rate limit, the profile, and what an e-mail address must look like.
 
 use std::net::IpAddr;
 
@@ -12,9 +12,10 @@ use entity::{namespace, namespace_member, user};
 use super::keys::{CreatedKey, USER_KEY_SCOPE};
 use super::permissions::{Role, UserPermit};
 use super::{Registry, is_unique_violation, now};
+use crate::auth::password::validate_password;
 use crate::auth::password::{hash_password, verify_password, verify_unknown_user};
 use crate::error::{Error, Result};
-use crate::names::{validate_email, validate_password, validate_username};
+use crate::names::{NameError, validate_username};
 
 pub struct NewAccount {
     pub username: String,
@@ -249,5 +250,80 @@ fn validate_display_name(display_name: Option<String>) -> Result<Option<String>>
         ),
         Some(name) if name.is_empty() => Ok(None),
         other => Ok(other),
+    }
+}
+
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// A pragmatic e-mail check: at most 254 characters, no whitespace or control characters,
+/// exactly one `@`, a non-empty local part and a dotted domain without empty labels.
+/// Deliverability is not our business; catching obvious typos is.
+pub fn validate_email(s: &str) -> Result<(), NameError> {
+    // The address itself is not echoed: it is personal data and error messages may get logged.
+    let problem = if s.is_empty() {
+        Some("it is empty")
+    } else if s.chars().count() > MAX_EMAIL_LEN {
+        Some("it is longer than 254 characters")
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("it contains whitespace or control characters")
+    } else {
+        match s.split_once('@') {
+            None => Some("it has no '@'"),
+            Some((_, domain)) if domain.contains('@') => Some("it has more than one '@'"),
+            Some(("", _)) => Some("the part before '@' is empty"),
+            Some((_, domain)) if !domain.contains('.') || domain.split('.').any(str::is_empty) => {
+                Some("the domain must have dot-separated, non-empty parts, e.g. example.com")
+            }
+            Some(_) => None,
+        }
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => Err(NameError::Invalid(format!("invalid email address: {why}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_of(r: Result<(), NameError>) -> String {
+        match r {
+            Err(NameError::Invalid(m)) => m,
+            Ok(()) => panic!("expected an error"),
+        }
+    }
+
+    #[test]
+    fn emails() {
+        for ok in [
+            "a@b.co",
+            "alice+niso@example.com",
+            "x.y@sub.example.org",
+            "ü@exämple.de",
+        ] {
+            assert!(validate_email(ok).is_ok(), "{ok}");
+        }
+        let too_long = format!("{}@example.com", "a".repeat(243));
+        assert_eq!(too_long.len(), 255);
+        for bad in [
+            "",
+            "alice",
+            "alice@",
+            "@example.com",
+            "alice@localhost",
+            "a@b@c.com",
+            "alice@example.",
+            "alice@.example.com",
+            "alice@example..com",
+            "al ice@example.com",
+            "alice@example.com\n",
+            &too_long,
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_email(&too_long[1..]).is_ok());
+        let m = message_of(validate_email("secret-person"));
+        assert!(!m.contains("secret-person"), "{m}");
     }
 }

@@ -31,6 +31,14 @@ pub struct NamespaceView {
 }
 
 impl Registry {
+    /// The namespace row named `name` (a user's or an organisation's), if any.
+    pub(crate) async fn find_namespace(&self, name: &str) -> Result<Option<namespace::Model>> {
+        Ok(namespace::Entity::find()
+            .filter(namespace::Column::Name.eq(name))
+            .one(&self.db)
+            .await?)
+    }
+
     /// `POST /v1/namespaces`: an org namespace owned by the permit's user (the caller, or
     /// the user a RegistryNamespace resource names).
     pub async fn create_org(&self, owner: &UserPermit, name: &str) -> Result<NamespaceView> {

@@ -17,9 +17,7 @@ use entity::{package, package_version, tag, version_chunk};
 use super::Registry;
 use super::permissions::{Delete, PackagePermit};
 use crate::error::{Error, Result};
-use crate::names::{PackageName, latest_version, parse_version};
-
-pub const LATEST: &str = "latest";
+use crate::names::{Arch, PackageName, Reference, Version, latest_version};
 
 /// A version+arch without its manifest, description and license: what listings, resolution
 /// and downloads use.
@@ -201,16 +199,16 @@ impl Registry {
     pub async fn resolve_version(
         &self,
         name: &PackageName,
-        reference: &str,
-        arch: Option<&str>,
+        reference: &Reference,
+        arch: Option<&Arch>,
     ) -> Result<(package::Model, VersionInfo)> {
         let package = self.visible_package(name).await?;
         let mut versions = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id));
         if let Some(arch) = arch {
-            versions = versions.filter(package_version::Column::Arch.eq(arch));
+            versions = versions.filter(package_version::Column::Arch.eq(arch.as_str()));
         }
-        let version = if reference == LATEST {
+        let version = if let Reference::Latest = reference {
             // Every candidate's version text (small), then the one row chosen: the latest
             // version's first upload (the manifest source when no arch is given).
             let candidates: Vec<(i64, String)> = versions
@@ -237,14 +235,14 @@ impl Registry {
                 None => None,
             }
         } else {
-            let version_text = if parse_version(reference).is_ok() {
-                reference.to_owned()
-            } else {
-                tag::Entity::find_by_id((package.id, reference.to_owned()))
+            let version_text = match reference {
+                Reference::Version(version) => version.as_str().to_owned(),
+                Reference::Tag(tag) => tag::Entity::find_by_id((package.id, tag.to_string()))
                     .one(&self.db)
                     .await?
                     .map(|tag| tag.version)
-                    .ok_or_else(|| not_found_version(name, reference, arch))?
+                    .ok_or_else(|| not_found_version(name, reference, arch))?,
+                Reference::Latest => unreachable!("resolved above"),
             };
             // The first upload of that version (for the manifest when no arch is given).
             versions
@@ -276,8 +274,8 @@ impl Registry {
     pub async fn delete_version(
         &self,
         permit: &PackagePermit<Delete>,
-        version: &str,
-        arch: &str,
+        version: &Version,
+        arch: &Arch,
     ) -> Result<()> {
         let name = permit.package();
         let transaction = self.db.begin().await?;
@@ -288,8 +286,8 @@ impl Registry {
         };
         let target: i64 = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id))
-            .filter(package_version::Column::Version.eq(version))
-            .filter(package_version::Column::Arch.eq(arch))
+            .filter(package_version::Column::Version.eq(version.as_str()))
+            .filter(package_version::Column::Arch.eq(arch.as_str()))
             .select_only()
             .column(package_version::Column::Id)
             .into_tuple()
@@ -305,13 +303,13 @@ impl Registry {
             .await?;
         let other_arches = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id))
-            .filter(package_version::Column::Version.eq(version))
+            .filter(package_version::Column::Version.eq(version.as_str()))
             .count(&transaction)
             .await?;
         if other_arches == 0 {
             tag::Entity::delete_many()
                 .filter(tag::Column::PackageId.eq(package.id))
-                .filter(tag::Column::Version.eq(version))
+                .filter(tag::Column::Version.eq(version.as_str()))
                 .exec(&transaction)
                 .await?;
         }
@@ -348,13 +346,15 @@ impl Registry {
 
 /// The text of the latest of these versions (see `names::latest_version`), as stored.
 fn latest_version_text<'a>(versions: impl Iterator<Item = &'a str>) -> Option<String> {
-    let parsed: Vec<semver::Version> = versions
-        .filter_map(|v| semver::Version::parse(v).ok())
-        .collect();
+    let parsed: Vec<Version> = versions.filter_map(|v| Version::parse(v).ok()).collect();
     latest_version(parsed.iter()).map(|v| v.to_string())
 }
 
-fn not_found_version(name: &PackageName, reference: &str, arch: Option<&str>) -> Error {
+fn not_found_version(
+    name: &PackageName,
+    reference: impl std::fmt::Display,
+    arch: Option<&Arch>,
+) -> Error {
     match arch {
         Some(arch) => Error::not_found(format!("{name}@{reference} for {arch}")),
         None => Error::not_found(format!("{name}@{reference}")),

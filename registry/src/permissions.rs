@@ -21,7 +21,7 @@
 
 use std::marker::PhantomData;
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait};
 
 use entity::{api_key, namespace, namespace_member};
 
@@ -139,9 +139,9 @@ impl PackageAction for Delete {
 ///
 /// Only the checks in this module make one; elsewhere, the struct cannot be written:
 ///
-/// ```compile_fail
-/// # use niso_server::registry::permissions::{PackagePermit, Delete};
-/// fn forge(namespace: entity::namespace::Model, package: niso_server::names::PackageName)
+/// ```compile_fail,E0451
+/// # use niso_registry::permissions::{PackagePermit, Delete};
+/// fn forge(namespace: entity::namespace::Model, package: niso_registry::names::PackageName)
 ///     -> PackagePermit<Delete> {
 ///     PackagePermit { namespace, package, grantee: todo!(), action: Default::default() }
 /// }
@@ -149,10 +149,11 @@ impl PackageAction for Delete {
 ///
 /// and a permit for one action does not open another's operation:
 ///
-/// ```compile_fail
-/// # use niso_server::registry::{Registry, permissions::{PackagePermit, Push}};
-/// async fn delete(registry: &Registry, permit: &PackagePermit<Push>) {
-///     registry.delete_version(permit, "1.0.0", "x86_64-linux").await.unwrap();
+/// ```compile_fail,E0308
+/// # use niso_registry::{Registry, permissions::{PackagePermit, Push}};
+/// # use niso_registry::names::{Arch, Version};
+/// async fn delete(registry: &Registry, permit: &PackagePermit<Push>, version: &Version, arch: &Arch) {
+///     registry.delete_version(permit, version, arch).await.unwrap();
 /// }
 /// ```
 #[derive(Debug)]
@@ -294,13 +295,6 @@ impl OwnKeys {
 }
 
 impl Registry {
-    pub(crate) async fn find_namespace(&self, name: &str) -> Result<Option<namespace::Model>> {
-        Ok(namespace::Entity::find()
-            .filter(namespace::Column::Name.eq(name))
-            .one(&self.db)
-            .await?)
-    }
-
     pub(crate) async fn role_in(&self, namespace_id: i64, user_id: i64) -> Result<Option<Role>> {
         let member = namespace_member::Entity::find_by_id((namespace_id, user_id))
             .one(&self.db)

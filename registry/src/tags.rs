@@ -6,11 +6,10 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, Transactio
 
 use entity::{package_version, tag};
 
-use super::packages::LATEST;
 use super::permissions::{PackagePermit, Push};
 use super::{Registry, now};
 use crate::error::{Error, Result};
-use crate::names::{PackageName, parse_version, validate_tag};
+use crate::names::{LATEST, PackageName, Tag, Version};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagView {
@@ -46,17 +45,15 @@ impl Registry {
     pub async fn set_tag(
         &self,
         permit: &PackagePermit<Push>,
-        tag_name: &str,
-        version: &str,
+        tag_name: &Tag,
+        version: &Version,
     ) -> Result<TagView> {
         let name = permit.package();
-        validate_tag(tag_name)?;
-        parse_version(version)?;
         let transaction = self.db.begin().await?;
         let package = self.lock_package(&transaction, name.as_str()).await?;
         let exists = package_version::Entity::find()
             .filter(package_version::Column::PackageId.eq(package.id))
-            .filter(package_version::Column::Version.eq(version))
+            .filter(package_version::Column::Version.eq(version.as_str()))
             .one(&transaction)
             .await?
             .is_some();
@@ -65,8 +62,8 @@ impl Registry {
         }
         tag::Entity::insert(tag::ActiveModel {
             package_id: Set(package.id),
-            tag: Set(tag_name.to_owned()),
-            version: Set(version.to_owned()),
+            tag: Set(tag_name.to_string()),
+            version: Set(version.to_string()),
             updated_at: Set(now()),
         })
         .on_conflict(
@@ -78,8 +75,8 @@ impl Registry {
         .await?;
         transaction.commit().await?;
         Ok(TagView {
-            tag: tag_name.to_owned(),
-            version: version.to_owned(),
+            tag: tag_name.to_string(),
+            version: version.to_string(),
         })
     }
 }

@@ -28,7 +28,7 @@ use super::permissions::{PackagePermit, Push};
 use super::{Registry, is_unique_violation, now};
 use crate::archive::{ArchiveLimits, ArchiveValidator, Manifest};
 use crate::error::{Error, Result};
-use crate::names::PackageName;
+use crate::names::{Arch, PackageName, Version};
 
 /// Rows per INSERT of a version's chunk list (well under SQLite's bound-parameter limit).
 const CHUNK_ROWS_PER_INSERT: usize = 500;
@@ -36,8 +36,8 @@ const CHUNK_ROWS_PER_INSERT: usize = 500;
 #[derive(Debug, Clone)]
 pub struct UploadTarget {
     pub package: PackageName,
-    pub version: String,
-    pub arch: String,
+    pub version: Version,
+    pub arch: Arch,
 }
 
 #[derive(Debug, Clone)]
@@ -104,8 +104,8 @@ impl Registry {
     pub async fn upload_version<S, E>(
         &self,
         permit: &PackagePermit<Push>,
-        version: String,
-        arch: String,
+        version: Version,
+        arch: Arch,
         body: S,
         content_length: Option<u64>,
     ) -> Result<UploadedVersion>
@@ -126,7 +126,11 @@ impl Registry {
         self.ensure_version_absent(&target).await?;
 
         let mut lease = self
-            .begin_upload(target.package.as_str(), &target.version, &target.arch)
+            .begin_upload(
+                target.package.as_str(),
+                target.version.as_str(),
+                target.arch.as_str(),
+            )
             .await?;
         let mut guard = LeaseGuard {
             db: self.db.clone(),
@@ -182,8 +186,8 @@ impl Registry {
         let new_chunks = stored.iter().filter(|c| c.newly_stored).count();
         let uploaded = UploadedVersion {
             name: target.package.to_string(),
-            version: target.version.clone(),
-            arch: target.arch.clone(),
+            version: target.version.to_string(),
+            arch: target.arch.to_string(),
             size: total,
             checksum: checksum.clone(),
             new_chunks,
@@ -230,8 +234,8 @@ impl Registry {
             .await?;
         let inserted = package_version::ActiveModel {
             package_id: Set(package.id),
-            version: Set(target.version.clone()),
-            arch: Set(target.arch.clone()),
+            version: Set(target.version.to_string()),
+            arch: Set(target.arch.to_string()),
             size: Set(size as i64),
             checksum: Set(checksum.to_owned()),
             manifest: Set(manifest.raw.clone()),
@@ -308,14 +312,14 @@ fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<
             manifest.name, target.package
         )));
     }
-    if manifest.version != target.version {
+    if manifest.version != target.version.as_str() {
         return Err(Error::Invalid(format!(
             "manifest.toml has version {:?} but the upload is for {}",
             manifest.version, target.version
         )));
     }
     if let Some(arch) = &manifest.arch
-        && arch != &target.arch
+        && arch != target.arch.as_str()
     {
         return Err(Error::Invalid(format!(
             "manifest.toml has arch {arch:?} but the upload is for {}",

@@ -15,11 +15,12 @@ use scope::ScopeSet;
 /// Only `Registry::authenticate` makes one (the private `_authenticated` field keeps the struct
 /// literal out of reach elsewhere), so a principal always stands for a live key:
 ///
-/// ```compile_fail
-/// let forged = niso_server::auth::Principal {
+/// ```compile_fail,E0451
+/// let forged = niso_registry::auth::Principal {
 ///     key_id: 1,
 ///     user: None,
 ///     scope: "admin:*".parse().unwrap(),
+///     _authenticated: todo!(),
 /// };
 /// ```
 #[derive(Debug, Clone)]

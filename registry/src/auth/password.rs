@@ -1,5 +1,6 @@
-//! Password hashing and verification with argon2id (DESIGN.md §5), including the dummy
-//! verification that makes a login for an unknown user cost as much as a wrong password.
+//! Passwords: the rule a new password must meet, and hashing and verification with argon2id
+//! (DESIGN.md §5), including the dummy verification that makes a login for an unknown user
+//! cost as much as a wrong password.
 //!
 //! Every function here burns tens of milliseconds of CPU and 19 MiB of memory by design.
 //! Async callers run them through `PasswordHashing`, which bounds how many run at once (48
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::error::{Error, Result};
+use crate::names::NameError;
 
 use argon2::{Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier};
 
@@ -124,6 +126,26 @@ impl PasswordHashing {
     }
 }
 
+pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A password: at least 8 characters (Unicode scalar values, not bytes) and at most 1024 bytes,
+/// the upper bound keeping an attacker from making us hash megabytes.
+pub fn validate_password(s: &str) -> Result<(), NameError> {
+    // The byte bound is checked first so counting characters is always cheap.
+    if s.len() > MAX_PASSWORD_BYTES {
+        return Err(NameError::Invalid(format!(
+            "invalid password: it must be at most {MAX_PASSWORD_BYTES} bytes long"
+        )));
+    }
+    if s.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(NameError::Invalid(format!(
+            "invalid password: it must be at least {MIN_PASSWORD_CHARS} characters long"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +254,28 @@ mod tests {
             &DUMMY_HASH
         ));
         verify_unknown_user("anything at all");
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("").is_err());
+        // Eight characters but sixteen bytes: characters count.
+        assert!(validate_password("éééééééé").is_ok());
+        assert!(validate_password("ééééééé").is_err());
+        assert!(validate_password(&"a".repeat(1024)).is_ok());
+        assert!(validate_password(&"a".repeat(1025)).is_err());
+        // 513 two-byte characters exceed the byte bound.
+        assert!(validate_password(&"é".repeat(513)).is_err());
+        let m = password_message(validate_password("hunter2"));
+        assert!(!m.contains("hunter2"), "{m}");
+    }
+
+    fn password_message(r: Result<(), NameError>) -> String {
+        match r {
+            Err(NameError::Invalid(m)) => m,
+            Ok(()) => panic!("expected an error"),
+        }
     }
 }

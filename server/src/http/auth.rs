@@ -1,6 +1,6 @@
 //! `/v1/auth/*`: register, login, the caller's profile and API keys.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -8,18 +8,36 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::client_address::ClientAddress;
-use super::extract::{Auth, Json, Pagination, Query};
+use super::extract::{Auth, Json, Pagination, Path, Query};
 use crate::http::error::Result;
 use niso_registry::accounts::{NewAccount, Profile};
 use niso_registry::error::Error;
 use niso_registry::format_timestamp;
+use niso_registry::names::openapi::{Namespace, Username};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(me, update_me))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// Also the name of the user's own namespace (`@username`).
+    #[schema(value_type = Username)]
     pub username: String,
+    #[schema(max_length = 254)]
     pub email: String,
+    /// At least 8 characters, at most 1024 bytes.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
+    #[schema(max_length = 128)]
     pub display_name: Option<String>,
 }
 
@@ -27,13 +45,16 @@ pub struct RegisterRequest {
 pub struct RegisterResponse {
     pub id: i64,
     pub username: String,
+    /// A key with the user's full rights (`user:*`); shown only here.
     pub api_key: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(value_type = Username)]
     pub username: String,
+    #[schema(max_length = 1024)]
     pub password: String,
 }
 
@@ -49,8 +70,11 @@ pub struct ProfileResponse {
     pub username: String,
     pub email: String,
     pub display_name: Option<String>,
+    /// RFC 3339, UTC.
     pub created_at: String,
     pub verified: bool,
+    /// The namespaces the user belongs to, their own first.
+    #[schema(value_type = Vec<Namespace>)]
     pub namespaces: Vec<String>,
 }
 
@@ -71,20 +95,27 @@ impl From<Profile> for ProfileResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfileRequest {
+    #[schema(max_length = 128)]
     pub display_name: Option<String>,
+    #[schema(max_length = 254)]
     pub email: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// A label for the key: 1-128 characters, no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    /// Comma-separated `action:pattern` items, e.g. `push:@team/*,pull:*` (DESIGN.md §5).
+    #[schema(min_length = 1, max_length = 4096, example = "push:@alice/*,pull:*")]
     pub scope: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct CreateKeyResponse {
     pub id: i64,
+    /// The key itself; shown only here.
     pub key: String,
     pub name: String,
     pub scope: String,
@@ -100,6 +131,7 @@ pub struct KeyResponse {
     pub last_used_at: Option<String>,
 }
 
+/// Create an account and its namespace; answers with the account's first key.
 #[utoipa::path(post, path = "/v1/auth/register", request_body = RegisterRequest,
     responses((status = 201, body = RegisterResponse), (status = 400), (status = 409), (status = 413), (status = 429), (status = 503)))]
 pub async fn register(
@@ -130,6 +162,7 @@ pub async fn register(
         .into_response())
 }
 
+/// Trade a username and password for a new key with the user's full rights.
 #[utoipa::path(post, path = "/v1/auth/login", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401), (status = 413), (status = 429), (status = 503)))]
 pub async fn login(
@@ -147,6 +180,7 @@ pub async fn login(
     }))
 }
 
+/// The caller's profile.
 #[utoipa::path(get, path = "/v1/auth/me", responses((status = 200, body = ProfileResponse), (status = 401), (status = 403)),
     security(("api_key" = [])))]
 pub async fn me(
@@ -157,6 +191,7 @@ pub async fn me(
     Ok(axum::Json(state.registry.profile(&permit).await?.into()))
 }
 
+/// Change the caller's display name or e-mail address.
 #[utoipa::path(patch, path = "/v1/auth/me", request_body = UpdateProfileRequest,
     responses((status = 200, body = ProfileResponse), (status = 400), (status = 401), (status = 403)),
     security(("api_key" = [])))]
@@ -173,6 +208,7 @@ pub async fn update_me(
     Ok(axum::Json(profile.into()))
 }
 
+/// Create a key; the caller must hold every right the scope grants.
 #[utoipa::path(post, path = "/v1/auth/keys", request_body = CreateKeyRequest,
     responses((status = 201, body = CreateKeyResponse), (status = 400), (status = 401), (status = 403)),
     security(("api_key" = [])))]
@@ -197,7 +233,8 @@ pub async fn create_key(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/auth/keys", responses((status = 200, body = [KeyResponse]), (status = 401)),
+/// The caller's own live keys, without their secrets.
+#[utoipa::path(get, path = "/v1/auth/keys", params(Pagination), responses((status = 200, body = [KeyResponse]), (status = 401)),
     security(("api_key" = [])))]
 pub async fn list_keys(
     State(state): State<AppState>,
@@ -222,7 +259,8 @@ pub async fn list_keys(
     ))
 }
 
-#[utoipa::path(delete, path = "/v1/auth/keys/{id}", params(("id" = i64, Path)),
+/// Revoke one of the caller's own keys: it stops working at once.
+#[utoipa::path(delete, path = "/v1/auth/keys/{id}", params(("id" = i64, Path, minimum = 1)),
     responses((status = 204), (status = 401), (status = 404)), security(("api_key" = [])))]
 pub async fn revoke_key(
     State(state): State<AppState>,

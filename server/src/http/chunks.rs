@@ -1,15 +1,21 @@
 //! `/v1/chunks/{hash}`: content-addressed chunk download and (admin) upload.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::Auth;
+use super::extract::{Auth, Path};
 use crate::http::error::Result;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_chunk, put_chunk))
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct ChunkUploadResponse {
@@ -17,7 +23,10 @@ pub struct ChunkUploadResponse {
     pub size: u64,
 }
 
-#[utoipa::path(get, path = "/v1/chunks/{hash}", params(("hash" = String, Path)),
+/// One stored chunk by its SHA-256 (uncompressed), for clients that assemble archives from
+/// the chunks they lack (see the chunk manifest).
+#[utoipa::path(get, path = "/v1/chunks/{hash}",
+    params(("hash" = String, Path, pattern = "^[0-9a-f]{64}$", description = "SHA-256 in lowercase hex")),
     responses((status = 200, content_type = "application/octet-stream"), (status = 400), (status = 404)))]
 pub async fn get_chunk(
     State(state): State<AppState>,
@@ -39,7 +48,9 @@ pub async fn get_chunk(
         .into_response())
 }
 
-#[utoipa::path(put, path = "/v1/chunks/{hash}", params(("hash" = String, Path)),
+/// Store one chunk under its SHA-256 (admins; the hash is checked).
+#[utoipa::path(put, path = "/v1/chunks/{hash}",
+    params(("hash" = String, Path, pattern = "^[0-9a-f]{64}$", description = "SHA-256 in lowercase hex")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = ChunkUploadResponse), (status = 400), (status = 401), (status = 403), (status = 413)),
     security(("api_key" = [])))]

@@ -1,7 +1,8 @@
 //! Request extractors that answer bad input the registry's way: `{"error": …}` with 400/401
 //! instead of axum's plain-text 422s.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -101,10 +102,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// Path parameters, deserialized into their types (`PackageName`, `Reference`, `Arch`, …);
+/// a value that breaks its rule is a 400 with the rule's own message.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                let message = match error.kind() {
+                    // A name type's own message (`invalid arch "X": …`).
+                    ErrorKind::Message(message) => message.clone(),
+                    _ => error.body_text(),
+                };
+                Err(Error::Invalid(message).into())
+            }
+            Err(PathRejection::MissingPathParams(error)) => {
+                Err(Error::internal(error.body_text()).into())
+            }
+            Err(other) => Err(Error::Invalid(other.body_text()).into()),
+        }
+    }
+}
+
 /// `limit` and `offset` of list endpoints. Each is parsed into a type whose range the
 /// database can take, so no query value reaches the driver out of range (an offset past
 /// `i64::MAX` used to panic inside it and drop the connection).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Pagination {
     pub limit: Option<Limit>,
     pub offset: Option<Offset>,
@@ -227,3 +255,42 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Princ
         })?;
     state.registry.authenticate(key.trim()).await
 }
+
+/// The bounds `Limit` and `Offset` enforce, for the OpenAPI document.
+fn integer_schema(
+    minimum: u64,
+    maximum: u64,
+    default: Option<u64>,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(minimum))
+        .maximum(Some(maximum))
+        .default(default.map(serde_json::Value::from))
+        .description(Some(description))
+        .into()
+}
+
+impl utoipa::PartialSchema for Limit {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        integer_schema(
+            1,
+            Limit::MAX,
+            Some(Limit::DEFAULT),
+            "how many rows to return; larger values are clamped to 1000",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Limit {}
+
+impl utoipa::PartialSchema for Offset {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        integer_schema(0, Offset::MAX, Some(0), "how many rows to skip")
+    }
+}
+
+impl utoipa::ToSchema for Offset {}

@@ -1,7 +1,12 @@
 //! The HTTP API: routing, the shared state, and the middleware every request goes through
-//! (metrics, tracing, error shape). Handlers are thin: parse and validate, call the registry,
-//! map the result.
+//! (metrics, tracing, error shape). Handlers are thin: their extractors parse and validate
+//! (names into their types, bodies within limits), they call the registry, and map the result.
+//!
+//! Each resource file declares its handlers' routes with `#[utoipa::path]` and registers them
+//! in its `routes()`; [`api`] merges those, so one declaration gives the axum route, the
+//! OpenAPI operation (`openapi.rs`) and the metrics' route template (`MatchedPath`).
 
+pub mod archives;
 pub mod auth;
 pub mod body;
 pub mod chunks;
@@ -16,6 +21,7 @@ pub mod packages;
 pub mod range;
 pub mod serve;
 pub mod system;
+pub mod tags;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,9 +31,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tracing::Instrument as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use niso_registry::Registry;
 use niso_registry::error::Error;
@@ -57,37 +65,30 @@ impl AppState {
     }
 }
 
+/// Every endpoint with its OpenAPI operation.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDocument::openapi())
+        .merge(system::routes())
+        .merge(auth::routes())
+        .merge(namespaces::routes())
+        .merge(chunks::routes())
+        .merge(packages::routes())
+        .merge(tags::routes())
+        .merge(archives::routes())
+}
+
+/// The API's router. Package paths must be normalised before they reach it (see
+/// `package_path.rs`; `serve` does it).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(system::health))
-        .route("/ready", get(system::ready))
-        .route("/v1/openapi.json", get(system::openapi))
-        .route("/v1/auth/register", post(auth::register))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/me", get(auth::me).patch(auth::update_me))
-        .route("/v1/auth/keys", get(auth::list_keys).post(auth::create_key))
-        .route("/v1/auth/keys/{id}", delete(auth::revoke_key))
-        .route("/v1/namespaces", post(namespaces::create_namespace))
-        .route("/v1/namespaces/{name}", get(namespaces::get_namespace))
+    let (routes, document) = api().split_for_parts();
+    let document = Arc::new(openapi::with_security(document));
+    routes
         .route(
-            "/v1/namespaces/{name}/members",
-            post(namespaces::add_member),
-        )
-        .route(
-            "/v1/namespaces/{name}/members/{username}",
-            delete(namespaces::remove_member),
-        )
-        .route(
-            "/v1/chunks/{hash}",
-            get(chunks::get_chunk).put(chunks::put_chunk),
-        )
-        .route("/v1/packages", get(packages::list_packages))
-        .route(
-            "/v1/packages/{*rest}",
-            get(packages::dispatch)
-                .put(packages::dispatch)
-                .post(packages::dispatch)
-                .delete(packages::dispatch),
+            "/v1/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { axum::Json(document.as_ref().clone()) }
+            }),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -121,20 +122,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
-    // The package endpoints share one axum route; their template comes from the path (the
-    // dispatcher parses it the same way and marks the response with it).
-    let package = request
-        .uri()
-        .path()
-        .strip_prefix("/v1/packages/")
-        .and_then(|raw| package_path::parse_package_path(raw).ok().flatten());
-    let span_route = package
-        .as_ref()
-        .map(|(_, route)| route.template().to_owned())
-        .or_else(|| matched.clone())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let span_route = matched.clone().unwrap_or_else(|| "unmatched".to_owned());
+    // The package a request names, for the trace (already decoded by the router).
+    let package_name = matched
+        .as_deref()
+        .filter(|route| route.starts_with("/v1/packages/{name}"))
+        .and_then(|_| package_parameter(&request));
     let span_name = format!("{method_label} {span_route}");
-    let package_name = package.as_ref().map(|(name, _)| name.to_string());
     let span = tracing::info_span!(
         "request",
         otel.name = span_name.as_str(),
@@ -166,12 +160,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             axum::http::HeaderValue::from_static("close"),
         );
     }
-    let route = response
-        .extensions()
-        .get::<packages::RouteTemplate>()
-        .map(|template| template.0.to_owned())
-        .or(matched)
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = span_route;
     // Our handlers and axum emit a closed set of statuses, so the code itself is the label.
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
@@ -204,6 +193,16 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
             _in_flight: in_flight,
         })
     })
+}
+
+/// The `{name}` path parameter of a package route, percent-decoded.
+fn package_parameter(request: &Request) -> Option<String> {
+    let path = request.uri().path().strip_prefix("/v1/packages/")?;
+    let segment = path.split('/').next()?;
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|name| name.into_owned())
 }
 
 /// A response body that holds the request's in-flight count until it is sent or dropped. It

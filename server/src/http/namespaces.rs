@@ -1,33 +1,58 @@
 //! `/v1/namespaces/*`: organisation namespaces and their members.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::extract::{Auth, Json};
+use super::extract::{Auth, Json, Path};
 use crate::http::error::Result;
 use niso_registry::format_timestamp;
+use niso_registry::names::openapi::{Namespace, Username};
 use niso_registry::namespaces::NamespaceView;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_namespace))
+        .routes(routes!(get_namespace))
+        .routes(routes!(add_member))
+        .routes(routes!(remove_member))
+}
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamespaceRequest {
+    #[schema(value_type = Namespace)]
     pub name: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
+    #[schema(value_type = Username)]
     pub username: String,
+    #[schema(value_type = MemberRole)]
     pub role: String,
+}
+
+/// A member's role in an organisation.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the role is parsed by the registry
+pub enum MemberRole {
+    Member,
+    Admin,
+    Owner,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct MemberResponse {
     pub username: String,
+    #[schema(value_type = MemberRole)]
     pub role: String,
 }
 
@@ -67,6 +92,7 @@ fn created(view: NamespaceView) -> Response {
         .into_response()
 }
 
+/// Create an organisation namespace owned by the caller.
 #[utoipa::path(post, path = "/v1/namespaces", request_body = CreateNamespaceRequest,
     responses((status = 201, body = NamespaceResponse), (status = 400), (status = 401), (status = 403), (status = 409)),
     security(("api_key" = [])))]
@@ -81,7 +107,8 @@ pub async fn create_namespace(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/namespaces/{name}", params(("name" = String, Path)),
+/// A namespace and its members.
+#[utoipa::path(get, path = "/v1/namespaces/{name}", params(("name" = Namespace, Path)),
     responses((status = 200, body = NamespaceResponse), (status = 404)))]
 pub async fn get_namespace(
     State(state): State<AppState>,
@@ -92,7 +119,8 @@ pub async fn get_namespace(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/namespaces/{name}/members", params(("name" = String, Path)),
+/// Add a member to an organisation, or change a member's role (owners and admins).
+#[utoipa::path(post, path = "/v1/namespaces/{name}/members", params(("name" = Namespace, Path)),
     request_body = AddMemberRequest,
     responses((status = 201, body = NamespaceResponse), (status = 400), (status = 403), (status = 404), (status = 409)),
     security(("api_key" = [])))]
@@ -114,8 +142,9 @@ pub async fn add_member(
     ))
 }
 
+/// Remove a member from an organisation (owners and admins; the last owner stays).
 #[utoipa::path(delete, path = "/v1/namespaces/{name}/members/{username}",
-    params(("name" = String, Path), ("username" = String, Path)),
+    params(("name" = Namespace, Path), ("username" = Username, Path)),
     responses((status = 204), (status = 403), (status = 404), (status = 409)),
     security(("api_key" = [])))]
 pub async fn remove_member(

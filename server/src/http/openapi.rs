@@ -1,92 +1,49 @@
-//! The OpenAPI document, generated from the handlers' annotations (`/v1/openapi.json`). The
-//! package routes are dispatched by hand (see `package_path.rs`), so their operations are
-//! described by the stub functions below.
+//! The OpenAPI document (`/v1/openapi.json`). Nothing here lists endpoints: each handler's
+//! `#[utoipa::path]` declares its route, and the router (`mod.rs`) registers handlers through
+//! utoipa-axum, so a route and its operation are one declaration and cannot disagree. Handler
+//! doc comments become the operations' descriptions; the name types carry the patterns and
+//! lengths the API enforces (`niso_core::names`).
+//!
+//! The document is pinned by a snapshot (`openapi.json` beside the crate's manifest): a change
+//! to the API shows up as a diff in review. Set `NISO_UPDATE_OPENAPI_SNAPSHOT=1` to rewrite it.
 
+use niso_registry::names::openapi::{Namespace, Username};
+use niso_registry::names::{Arch, PackageName, Reference, Tag, Version};
 use utoipa::OpenApi;
+
+use super::extract::{Limit, Offset};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::{auth, chunks, namespaces, packages, system};
-
-#[utoipa::path(get, path = "/v1/packages/{name}/versions", params(("name" = String, Path, description = "@ns/pkg, or %40ns%2Fpkg")),
-    responses((status = 200, body = [packages::VersionResponse]), (status = 404)))]
-#[allow(dead_code)]
-fn list_versions() {}
-
-#[utoipa::path(get, path = "/v1/packages/{name}/{version}/manifest", params(("name" = String, Path), ("version" = String, Path), ("arch" = Option<String>, Query)),
-    responses((status = 200, content_type = "text/plain"), (status = 404)))]
-#[allow(dead_code)]
-fn get_manifest() {}
-
-#[utoipa::path(get, path = "/v1/packages/{name}/{version}/{arch}", params(("name" = String, Path), ("version" = String, Path, description = "a version, a tag or latest"), ("arch" = String, Path)),
-    responses((status = 200, content_type = "application/octet-stream"), (status = 206), (status = 304), (status = 404), (status = 416)))]
-#[allow(dead_code)]
-fn download_archive() {}
-
-#[utoipa::path(put, path = "/v1/packages/{name}/{version}/{arch}", params(("name" = String, Path), ("version" = String, Path), ("arch" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = packages::UploadResponse), (status = 400), (status = 401), (status = 403), (status = 409), (status = 413)),
-    security(("api_key" = [])))]
-#[allow(dead_code)]
-fn upload_archive() {}
-
-#[utoipa::path(delete, path = "/v1/packages/{name}/{version}/{arch}", params(("name" = String, Path), ("version" = String, Path), ("arch" = String, Path)),
-    responses((status = 204), (status = 401), (status = 403), (status = 404)), security(("api_key" = [])))]
-#[allow(dead_code)]
-fn delete_archive() {}
-
-#[utoipa::path(get, path = "/v1/packages/{name}/tags", params(("name" = String, Path)),
-    responses((status = 200, body = [packages::TagBody]), (status = 404)))]
-#[allow(dead_code)]
-fn list_tags() {}
-
-#[utoipa::path(post, path = "/v1/packages/{name}/tags", params(("name" = String, Path)), request_body = packages::TagBody,
-    responses((status = 201, body = packages::TagBody), (status = 400), (status = 401), (status = 403), (status = 404)),
-    security(("api_key" = [])))]
-#[allow(dead_code)]
-fn set_tag() {}
-
-#[utoipa::path(get, path = "/v1/packages/{name}/{version}/{arch}/chunks", params(("name" = String, Path), ("version" = String, Path), ("arch" = String, Path)),
-    responses((status = 200, body = packages::ChunkManifestResponse), (status = 404)))]
-#[allow(dead_code)]
-fn chunk_manifest() {}
-
+/// The document's frame. The name and pagination schemas are listed because parameters refer
+/// to them but, unlike bodies, do not register what they refer to.
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "niso registry API",
         description = "Binary package registry: .niso archives per version and architecture."
     ),
-    paths(
-        packages::list_packages,
-        list_versions,
-        get_manifest,
-        download_archive,
-        upload_archive,
-        delete_archive,
-        list_tags,
-        set_tag,
-        chunk_manifest,
-        chunks::get_chunk,
-        chunks::put_chunk,
-        auth::register,
-        auth::login,
-        auth::me,
-        auth::update_me,
-        auth::create_key,
-        auth::list_keys,
-        auth::revoke_key,
-        namespaces::create_namespace,
-        namespaces::get_namespace,
-        namespaces::add_member,
-        namespaces::remove_member,
-        system::health,
-        system::ready,
-    )
+    components(schemas(
+        PackageName,
+        Version,
+        Arch,
+        Tag,
+        Reference,
+        Username,
+        Namespace,
+        Limit,
+        Offset
+    ))
 )]
-struct ApiDocument;
+pub struct ApiDocument;
 
+/// The whole document: every route's operation, and the `api_key` bearer scheme.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut document = ApiDocument::openapi();
+    let (_, document) = super::api().split_for_parts();
+    with_security(document)
+}
+
+/// Adds the security scheme the operations refer to.
+pub fn with_security(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let components = document.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "api_key",
@@ -98,4 +55,112 @@ pub fn document() -> utoipa::openapi::OpenApi {
         ),
     );
     document
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::document;
+
+    fn snapshot_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json")
+    }
+
+    #[test]
+    fn the_document_matches_its_snapshot() {
+        let current = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        let path = snapshot_path();
+        if std::env::var_os("NISO_UPDATE_OPENAPI_SNAPSHOT").is_some() {
+            std::fs::write(&path, &current).unwrap();
+        }
+        let snapshot = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            snapshot == current,
+            "the OpenAPI document differs from {}; if the change is intended, rerun with \
+             NISO_UPDATE_OPENAPI_SNAPSHOT=1 and review the diff",
+            path.display()
+        );
+    }
+
+    /// Every `$ref` names a schema the document has (a dangling one breaks generated clients).
+    #[test]
+    fn every_reference_resolves() {
+        fn references(value: &serde_json::Value, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, inner) in map {
+                        match (key.as_str(), inner) {
+                            ("$ref", serde_json::Value::String(target)) => {
+                                found.push(target.clone())
+                            }
+                            _ => references(inner, found),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|item| references(item, found))
+                }
+                _ => {}
+            }
+        }
+        let value = serde_json::to_value(document()).unwrap();
+        let mut found = Vec::new();
+        references(&value, &mut found);
+        assert!(found.len() > 20, "{found:?}");
+        for target in found {
+            let name = target
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected reference {target}"));
+            assert!(
+                value["components"]["schemas"].get(name).is_some(),
+                "{target} does not resolve"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_says_what_it_does() {
+        let document = document();
+        for (path, item) in &document.paths.paths {
+            for (method, operation) in [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("post", &item.post),
+                ("patch", &item.patch),
+                ("delete", &item.delete),
+            ] {
+                if let Some(operation) = operation {
+                    let described = operation.description.as_deref().unwrap_or_default();
+                    let summary = operation.summary.as_deref().unwrap_or_default();
+                    assert!(
+                        !described.is_empty() || !summary.is_empty(),
+                        "{method} {path} has no description"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn package_paths_carry_the_name_rules() {
+        let text = serde_json::to_string(&document()).unwrap();
+        for component in [
+            "PackageName",
+            "Version",
+            "Arch",
+            "Tag",
+            "Reference",
+            "Username",
+        ] {
+            assert!(
+                text.contains(&format!("\"#/components/schemas/{component}\"")),
+                "{component} is never referenced"
+            );
+        }
+        let value = serde_json::to_value(document()).unwrap();
+        let arch = &value["components"]["schemas"]["Arch"];
+        assert_eq!(arch["maxLength"], 64, "{arch}");
+        assert!(arch["pattern"].as_str().is_some(), "{arch}");
+    }
 }

@@ -1,137 +1,78 @@
-//! Parsing of `/v1/packages/…` paths. A package name is accepted both as two segments
-//! (`@ns/pkg/…`) and percent-encoded as one (`%40ns%2Fpkg/…`), which a router cannot tell
-//! apart after decoding, so the raw path is split here before decoding.
+//! Package names in URL paths. A name is `@namespace/name`, and clients send it either as two
+//! path segments (`/v1/packages/@alice/app/1.0.0/x86_64`) or percent-encoded as one
+//! (`/v1/packages/%40alice%2Fapp/1.0.0/x86_64`, what a generated OpenAPI client sends for the
+//! `{name}` parameter). Before routing, the two-segment form is rewritten into the one-segment
+//! form, so every package route is an ordinary axum route with a `{name}` parameter, declared
+//! once, and the route templates (metrics, traces, the OpenAPI document) read `{name}`.
 
+use axum::http::Uri;
+use axum::http::uri::PathAndQuery;
 use percent_encoding::percent_decode_str;
 
-use crate::http::error::Result;
-use niso_registry::error::Error;
-use niso_registry::names::PackageName;
+const PACKAGES: &str = "/v1/packages/";
 
-/// What follows the package name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PackageRoute {
-    /// `…/versions`
-    Versions,
-    /// `…/tags`
-    Tags,
-    /// `…/{version}/manifest`
-    Manifest { version: String },
-    /// `…/{version}/{arch}`
-    Archive { version: String, arch: String },
-    /// `…/{version}/{arch}/chunks`
-    ChunkManifest { version: String, arch: String },
-}
-
-impl PackageRoute {
-    /// The route template, for metrics and logs.
-    pub fn template(&self) -> &'static str {
-        match self {
-            PackageRoute::Versions => "/v1/packages/{name}/versions",
-            PackageRoute::Tags => "/v1/packages/{name}/tags",
-            PackageRoute::Manifest { .. } => "/v1/packages/{name}/{version}/manifest",
-            PackageRoute::Archive { .. } => "/v1/packages/{name}/{version}/{arch}",
-            PackageRoute::ChunkManifest { .. } => "/v1/packages/{name}/{version}/{arch}/chunks",
-        }
+/// Rewrites `uri` so the package name is one path segment; any other URI is left alone.
+pub fn normalize(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let rest = path.strip_prefix(PACKAGES)?;
+    let (first, after_first) = rest.split_once('/')?;
+    // Already one segment (`%40ns%2Fpkg`), or not decodable (the extractor reports that).
+    let decoded = percent_decode_str(first).decode_utf8().ok()?;
+    if decoded.contains('/') {
+        return None;
     }
-}
-
-fn decode(segment: &str) -> Result<String> {
-    percent_decode_str(segment)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|_| Error::Invalid("the path is not valid UTF-8".into()).into())
-}
-
-/// Splits the part of the raw path after `/v1/packages/` into the package name and the route.
-/// `None` when the path matches no package endpoint (a 404).
-pub fn parse_package_path(raw: &str) -> Result<Option<(PackageName, PackageRoute)>> {
-    let segments: Vec<&str> = raw.trim_end_matches('/').split('/').collect();
-    let first = decode(segments[0])?;
-    let (name, rest) = if first.contains('/') {
-        (first, &segments[1..])
-    } else if segments.len() >= 2 {
-        (format!("{first}/{}", decode(segments[1])?), &segments[2..])
-    } else {
-        return Ok(None);
-    };
-    let rest: Vec<String> = rest.iter().map(|s| decode(s)).collect::<Result<_>>()?;
-    let route = match rest.as_slice() {
-        [word] if word == "versions" => PackageRoute::Versions,
-        [word] if word == "tags" => PackageRoute::Tags,
-        [version, word] if word == "manifest" => PackageRoute::Manifest {
-            version: version.clone(),
-        },
-        [version, arch] => PackageRoute::Archive {
-            version: version.clone(),
-            arch: arch.clone(),
-        },
-        [version, arch, word] if word == "chunks" => PackageRoute::ChunkManifest {
-            version: version.clone(),
-            arch: arch.clone(),
-        },
-        _ => return Ok(None),
-    };
-    Ok(Some((PackageName::parse(&name)?, route)))
+    let mut joined = String::with_capacity(path.len() + 2);
+    joined.push_str(PACKAGES);
+    joined.push_str(first);
+    joined.push_str("%2F");
+    // A trailing slash names the same resource (`…/versions/`).
+    joined.push_str(after_first.strip_suffix('/').unwrap_or(after_first));
+    if let Some(query) = uri.query() {
+        joined.push('?');
+        joined.push_str(query);
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(raw: &str) -> (String, PackageRoute) {
-        let (name, route) = parse_package_path(raw).unwrap().unwrap();
-        (name.to_string(), route)
+    fn normalized(uri: &str) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        normalize(&uri).map_or_else(|| uri.to_string(), |uri| uri.to_string())
     }
 
     #[test]
-    fn both_name_forms_are_accepted() {
-        let archive = PackageRoute::Archive {
-            version: "1.0.0".into(),
-            arch: "x86_64-linux".into(),
-        };
+    fn the_two_segment_form_becomes_one_segment() {
         assert_eq!(
-            parse("@alice/app/1.0.0/x86_64-linux"),
-            ("@alice/app".into(), archive.clone())
+            normalized("/v1/packages/@alice/app/1.0.0/x86_64-linux"),
+            "/v1/packages/@alice%2Fapp/1.0.0/x86_64-linux"
         );
         assert_eq!(
-            parse("%40alice%2Fapp/1.0.0/x86_64-linux"),
-            ("@alice/app".into(), archive)
-        );
-        assert_eq!(parse("%40alice%2fapp/versions").1, PackageRoute::Versions);
-        assert_eq!(parse("@alice/app/tags").1, PackageRoute::Tags);
-    }
-
-    #[test]
-    fn routes() {
-        assert_eq!(
-            parse("@a/b/1.0.0/manifest").1,
-            PackageRoute::Manifest {
-                version: "1.0.0".into()
-            }
+            normalized("/v1/packages/@alice/app/versions?limit=5"),
+            "/v1/packages/@alice%2Fapp/versions?limit=5"
         );
         assert_eq!(
-            parse("@a/b/latest/x86_64").1,
-            PackageRoute::Archive {
-                version: "latest".into(),
-                arch: "x86_64".into()
-            }
-        );
-        assert_eq!(
-            parse("@a/b/1.0.0/x86_64/chunks").1,
-            PackageRoute::ChunkManifest {
-                version: "1.0.0".into(),
-                arch: "x86_64".into()
-            }
+            normalized("/v1/packages/%40alice/app/tags/"),
+            "/v1/packages/%40alice%2Fapp/tags"
         );
     }
 
     #[test]
-    fn unknown_paths_and_bad_names() {
-        assert!(parse_package_path("@a/b").unwrap().is_none());
-        assert!(parse_package_path("@a/b/1/2/3/4").unwrap().is_none());
-        assert!(parse_package_path("@a").unwrap().is_none());
-        assert!(parse_package_path("@A/b/versions").is_err());
-        assert!(parse_package_path("%40a%2Fb%2Fc/versions").is_err());
+    fn other_paths_are_left_alone() {
+        for uri in [
+            "/v1/packages",
+            "/v1/packages/%40alice%2Fapp/versions",
+            "/v1/packages/%40alice%2fapp/1.0.0/x86_64",
+            "/v1/packages/@alice",
+            "/v1/packages/%ff/app/versions",
+            "/v1/namespaces/@alice/members",
+            "/health",
+        ] {
+            assert_eq!(normalized(uri), uri);
+        }
     }
 }

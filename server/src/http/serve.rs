@@ -106,6 +106,10 @@ pub async fn serve_router(
         let service = app.clone().map_request(move |request: Request<Incoming>| {
             let mut request =
                 request.map(|incoming| Body::new(TimeoutBody::new(body_idle, incoming)));
+            // Before routing: a package name sent as two segments becomes one.
+            if let Some(uri) = super::package_path::normalize(request.uri()) {
+                *request.uri_mut() = uri;
+            }
             request
                 .extensions_mut()
                 .insert(ConnectInfo::<SocketAddr>(remote));

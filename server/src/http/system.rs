@@ -1,5 +1,5 @@
 //! `/health` (liveness: the process answers), `/ready` (the database and the object store
-//! answer) and the OpenAPI document.
+//! answer).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -8,12 +8,22 @@ use serde_json::json;
 use super::AppState;
 use crate::http::error::ApiError;
 use niso_registry::error::Error;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+}
+
+/// Liveness: the process answers.
 #[utoipa::path(get, path = "/health", responses((status = 200)))]
 pub async fn health() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Readiness: the database and the object store answer (within 5 s).
 #[utoipa::path(get, path = "/ready", responses((status = 200), (status = 503)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let check = tokio::time::timeout(
@@ -30,8 +40,4 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             ApiError::from(Error::Unavailable("readiness check timed out".into())).into_response()
         }
     }
-}
-
-pub async fn openapi() -> Response {
-    axum::Json(super::openapi::document()).into_response()
 }
