@@ -11,28 +11,35 @@ use percent_encoding::percent_decode_str;
 
 const PACKAGES: &str = "/v1/packages/";
 
-/// Rewrites `uri` so the package name is one path segment; any other URI is left alone.
+/// Rewrites `uri` so the package name is one path segment, without a trailing slash (which
+/// names the same resource); any other URI is left alone.
 pub fn normalize(uri: &Uri) -> Option<Uri> {
     let path = uri.path();
     let rest = path.strip_prefix(PACKAGES)?;
-    let (first, after_first) = rest.split_once('/')?;
-    // Already one segment (`%40ns%2Fpkg`), or not decodable (the extractor reports that).
+    let trimmed = rest.strip_suffix('/').unwrap_or(rest);
+    let (first, after_first) = match trimmed.split_once('/') {
+        Some(split) => split,
+        None => (trimmed, ""),
+    };
+    // Not decodable: left for the extractor to report.
     let decoded = percent_decode_str(first).decode_utf8().ok()?;
-    if decoded.contains('/') {
+    let mut normalized = String::with_capacity(path.len() + 2);
+    normalized.push_str(PACKAGES);
+    normalized.push_str(first);
+    if !after_first.is_empty() {
+        // Two segments (`@ns/pkg`) become one; one (`%40ns%2Fpkg`) stays.
+        normalized.push_str(if decoded.contains('/') { "/" } else { "%2F" });
+        normalized.push_str(after_first);
+    }
+    if normalized == path {
         return None;
     }
-    let mut joined = String::with_capacity(path.len() + 2);
-    joined.push_str(PACKAGES);
-    joined.push_str(first);
-    joined.push_str("%2F");
-    // A trailing slash names the same resource (`…/versions/`).
-    joined.push_str(after_first.strip_suffix('/').unwrap_or(after_first));
     if let Some(query) = uri.query() {
-        joined.push('?');
-        joined.push_str(query);
+        normalized.push('?');
+        normalized.push_str(query);
     }
     let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(joined).ok()?);
+    parts.path_and_query = Some(PathAndQuery::try_from(normalized).ok()?);
     Uri::from_parts(parts).ok()
 }
 
@@ -58,6 +65,10 @@ mod tests {
         assert_eq!(
             normalized("/v1/packages/%40alice/app/tags/"),
             "/v1/packages/%40alice%2Fapp/tags"
+        );
+        assert_eq!(
+            normalized("/v1/packages/%40alice%2Fapp/versions/"),
+            "/v1/packages/%40alice%2Fapp/versions"
         );
     }
 

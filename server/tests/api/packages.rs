@@ -34,6 +34,7 @@ for_each_backend!(
     unknown_packages_versions_arches_and_namespaces_are_404,
     bad_archives_are_rejected_and_leave_nothing_behind,
     bad_version_or_arch_in_the_url_is_400,
+    bad_references_in_read_urls_are_400,
     uploads_over_the_size_limit_are_413,
     decompression_bomb_is_rejected_quickly,
     dedup_shares_chunks_between_similar_versions,
@@ -1673,6 +1674,45 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
         version_pairs(&app, name).await,
         pairs(&[("1.0.0", ARCH), (version, ARCH)])
     );
+}
+
+/// Every read route validates its path at the edge: a reference that is neither a version, a
+/// tag nor `latest` is a 400 naming the rule, on the manifest route too (it used to look such
+/// a reference up as a tag and answer 404). Both name forms and a trailing slash route alike.
+async fn bad_references_in_read_urls_are_400(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.register("alice").await;
+    let name = "@alice/app";
+    app.publish(&key, name, "1.0.0", ARCH).await;
+    for form in [name, "%40alice%2Fapp"] {
+        for reference in ["1.0", "-x", "Stable", "a%20b"] {
+            for path in [
+                format!("/v1/packages/{form}/{reference}/manifest"),
+                format!("/v1/packages/{form}/{reference}/{ARCH}"),
+                format!("/v1/packages/{form}/{reference}/{ARCH}/chunks"),
+            ] {
+                let message = assert_error(app.get(&path).await, StatusCode::BAD_REQUEST);
+                assert!(
+                    message.contains("expected a SemVer version, a tag or \"latest\""),
+                    "{path}: {message}"
+                );
+            }
+        }
+        let message = assert_error(
+            app.get(&format!("/v1/packages/{form}/1.0.0/manifest?arch=X86"))
+                .await,
+            StatusCode::BAD_REQUEST,
+        );
+        assert!(message.contains("invalid arch"), "{message}");
+        let (status, body) = app.get(&format!("/v1/packages/{form}/versions/")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // A percent-encoded name with two slashes is one bad name, not a longer path.
+    let message = assert_error(
+        app.get("/v1/packages/%40alice%2Fapp%2Fx/versions").await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(message.contains("invalid package name"), "{message}");
 }
 
 async fn bad_version_or_arch_in_the_url_is_400(backend: Backend) {
