@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use niso_core::chunking::ChunkingSettings;
 
-use crate::proxies::{ForwardedHeader, TrustedProxies};
+use crate::settings::RegistrySettings;
 use crate::storage::s3::S3Settings;
 
 #[derive(Debug, Clone)]
@@ -24,41 +24,10 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Object storage is S3 when set, else `data_dir/chunks`.
     pub s3: Option<S3Settings>,
-    pub max_upload_bytes: u64,
-    pub chunking: ChunkingSettings,
-    /// How long an upload's chunk leases last without renewal.
-    pub upload_lease: Duration,
     pub download_count_flush_interval: Duration,
-    pub login_max_failures: u32,
-    pub login_window: Duration,
     pub gc_grace_period: Duration,
-    /// Largest JSON request body (`NISO_JSON_BODY_LIMIT_BYTES`, default 64 KiB).
-    pub json_body_limit_bytes: usize,
-    /// Time to receive a whole JSON body (`NISO_JSON_BODY_TIMEOUT_SECS`, default 15 s).
-    pub json_body_timeout: Duration,
-    /// Proxies whose forwarding header is believed (`NISO_TRUSTED_PROXIES`, default none).
-    pub trusted_proxies: TrustedProxies,
-    /// `x-forwarded-for` (default) or `forwarded` (`NISO_TRUSTED_PROXY_HEADER`).
-    pub trusted_proxy_header: ForwardedHeader,
-    /// Concurrent argon2 computations (`NISO_PASSWORD_HASH_CONCURRENCY`, default: the CPUs).
-    pub password_hash_concurrency: usize,
-    /// Wait for a hashing slot before 503 (`NISO_PASSWORD_HASH_WAIT_SECS`, default 10 s).
-    pub password_hash_wait: Duration,
-    /// Registrations per client address per window (`NISO_REGISTRATION_MAX_PER_ADDRESS`,
-    /// default 20; `NISO_REGISTRATION_WINDOW_SECS`, default 3600).
-    pub registration_max_per_address: u32,
-    pub registration_window: Duration,
-    /// A request body (upload, chunk, JSON) that sends nothing for this long while the server
-    /// waits for it is aborted with 408.
-    pub body_idle_timeout: Duration,
-    /// How long a client may take to send a request's head (also bounds an idle keep-alive
-    /// connection between requests).
-    pub header_read_timeout: Duration,
-    /// Uploads (archives and chunks) in progress at once on this replica (503 beyond it).
-    pub max_concurrent_uploads: usize,
-    /// Uploads in progress at once per user (all of its keys together), or per key for a key
-    /// not linked to a user (429 beyond it).
-    pub max_uploads_per_principal: usize,
+    /// The domain's settings (`settings.rs` has their defaults).
+    pub registry: RegistrySettings,
 }
 
 /// The TOML file: the same settings, named like the variables without the `NISO_` prefix.
@@ -243,30 +212,30 @@ impl Source<'_> {
                 credentials: None,
             }),
         };
+        let defaults = RegistrySettings::default();
         let max_upload_bytes: u64 = self.parse(
             "NISO_MAX_UPLOAD_BYTES",
             file.max_upload_bytes.map(|v| v.to_string()),
-            2 * 1024 * 1024 * 1024,
+            defaults.max_upload_bytes,
         )?;
         if max_upload_bytes == 0 {
             return Err(invalid("NISO_MAX_UPLOAD_BYTES", "0", "must be positive"));
         }
-        let defaults = ChunkingSettings::default();
         let chunking = ChunkingSettings {
             min_size: self.parse(
                 "NISO_CHUNK_MIN_SIZE",
                 file.chunk_min_size.map(|v| v.to_string()),
-                defaults.min_size,
+                defaults.chunking.min_size,
             )?,
             avg_size: self.parse(
                 "NISO_CHUNK_AVG_SIZE",
                 file.chunk_avg_size.map(|v| v.to_string()),
-                defaults.avg_size,
+                defaults.chunking.avg_size,
             )?,
             max_size: self.parse(
                 "NISO_CHUNK_MAX_SIZE",
                 file.chunk_max_size.map(|v| v.to_string()),
-                defaults.max_size,
+                defaults.chunking.max_size,
             )?,
         };
         // fastcdc's own bounds (v2020): min 64..=1 MiB, avg 256..=4 MiB, max 1 KiB..=16 MiB.
@@ -285,7 +254,7 @@ impl Source<'_> {
         let json_body_limit_bytes: usize = self.parse(
             "NISO_JSON_BODY_LIMIT_BYTES",
             file.json_body_limit_bytes.map(|v| v.to_string()),
-            64 * 1024,
+            defaults.json_body_limit_bytes,
         )?;
         if !(1024..=16 * 1024 * 1024).contains(&json_body_limit_bytes) {
             return Err(invalid(
@@ -297,7 +266,7 @@ impl Source<'_> {
         let json_body_timeout = self.seconds(
             "NISO_JSON_BODY_TIMEOUT_SECS",
             file.json_body_timeout_secs,
-            15,
+            defaults.json_body_timeout.as_secs(),
         )?;
         if json_body_timeout.is_zero() {
             return Err(invalid(
@@ -309,20 +278,17 @@ impl Source<'_> {
         let trusted_proxies = self.parse(
             "NISO_TRUSTED_PROXIES",
             file.trusted_proxies.clone(),
-            TrustedProxies::none(),
+            defaults.trusted_proxies.clone(),
         )?;
         let trusted_proxy_header = self.parse(
             "NISO_TRUSTED_PROXY_HEADER",
             file.trusted_proxy_header.clone(),
-            ForwardedHeader::default(),
+            defaults.trusted_proxy_header,
         )?;
-        // Each argon2 computation holds 19 MiB and a core for tens of milliseconds: more at
-        // once than there are cores only adds memory, not throughput.
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let password_hash_concurrency: usize = self.parse(
             "NISO_PASSWORD_HASH_CONCURRENCY",
             file.password_hash_concurrency.map(|v| v.to_string()),
-            cores,
+            defaults.password_hash_concurrency,
         )?;
         if !(1..=1024).contains(&password_hash_concurrency) {
             return Err(invalid(
@@ -334,7 +300,7 @@ impl Source<'_> {
         let registration_max_per_address: u32 = self.parse(
             "NISO_REGISTRATION_MAX_PER_ADDRESS",
             file.registration_max_per_address.map(|v| v.to_string()),
-            20,
+            defaults.registration_max_per_address,
         )?;
         if registration_max_per_address == 0 {
             return Err(invalid(
@@ -343,28 +309,24 @@ impl Source<'_> {
                 "must be positive",
             ));
         }
-        Ok(Config {
-            listen,
-            metrics_listen,
-            data_dir,
-            database_url,
-            database_max_connections,
-            s3,
+        let registry = RegistrySettings {
             max_upload_bytes,
             chunking,
-            upload_lease: self.seconds("NISO_UPLOAD_LEASE_SECS", file.upload_lease_secs, 900)?,
-            download_count_flush_interval: self.seconds(
-                "NISO_DOWNLOAD_COUNT_FLUSH_SECS",
-                file.download_count_flush_secs,
-                5,
+            upload_lease: self.seconds(
+                "NISO_UPLOAD_LEASE_SECS",
+                file.upload_lease_secs,
+                defaults.upload_lease.as_secs(),
             )?,
             login_max_failures: self.parse(
                 "NISO_LOGIN_MAX_FAILURES",
                 file.login_max_failures.map(|v| v.to_string()),
-                10u32,
+                defaults.login_max_failures,
             )?,
-            login_window: self.seconds("NISO_LOGIN_WINDOW_SECS", file.login_window_secs, 300)?,
-            gc_grace_period: self.seconds("NISO_GC_GRACE_SECS", file.gc_grace_secs, 3600)?,
+            login_window: self.seconds(
+                "NISO_LOGIN_WINDOW_SECS",
+                file.login_window_secs,
+                defaults.login_window.as_secs(),
+            )?,
             json_body_limit_bytes,
             json_body_timeout,
             trusted_proxies,
@@ -373,34 +335,50 @@ impl Source<'_> {
             password_hash_wait: self.seconds(
                 "NISO_PASSWORD_HASH_WAIT_SECS",
                 file.password_hash_wait_secs,
-                10,
+                defaults.password_hash_wait.as_secs(),
             )?,
             registration_max_per_address,
             registration_window: self.seconds(
                 "NISO_REGISTRATION_WINDOW_SECS",
                 file.registration_window_secs,
-                3600,
+                defaults.registration_window.as_secs(),
             )?,
             body_idle_timeout: self.positive_seconds(
                 "NISO_BODY_IDLE_TIMEOUT_SECS",
                 file.body_idle_timeout_secs,
-                DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+                defaults.body_idle_timeout.as_secs(),
             )?,
             header_read_timeout: self.positive_seconds(
                 "NISO_HEADER_READ_TIMEOUT_SECS",
                 file.header_read_timeout_secs,
-                DEFAULT_HEADER_READ_TIMEOUT_SECS,
+                defaults.header_read_timeout.as_secs(),
             )?,
             max_concurrent_uploads: self.positive_count(
                 "NISO_MAX_CONCURRENT_UPLOADS",
                 file.max_concurrent_uploads,
-                DEFAULT_MAX_CONCURRENT_UPLOADS,
+                defaults.max_concurrent_uploads,
             )?,
             max_uploads_per_principal: self.positive_count(
                 "NISO_MAX_UPLOADS_PER_PRINCIPAL",
                 file.max_uploads_per_principal,
-                DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
+                defaults.max_uploads_per_principal,
             )?,
+            ..defaults
+        };
+        Ok(Config {
+            listen,
+            metrics_listen,
+            data_dir,
+            database_url,
+            database_max_connections,
+            s3,
+            download_count_flush_interval: self.seconds(
+                "NISO_DOWNLOAD_COUNT_FLUSH_SECS",
+                file.download_count_flush_secs,
+                5,
+            )?,
+            gc_grace_period: self.seconds("NISO_GC_GRACE_SECS", file.gc_grace_secs, 3600)?,
+            registry,
         })
     }
 
@@ -432,20 +410,6 @@ impl Source<'_> {
         Ok(count)
     }
 }
-
-/// A client on a slow link still delivers some bytes every second or two; one that sends
-/// nothing for 30 s is gone or stalling on purpose. Only time spent waiting for the client
-/// counts (not our own backpressure), so a busy server never times out a healthy upload.
-pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
-/// hyper's own default: a request head is at most 64 KiB (the connection buffer).
-pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
-/// Per replica. With the push-based archive validator an upload costs no thread; what it holds
-/// is its chunker buffer (1.125 × the maximum chunk size, touched only as data arrives), the
-/// decoder state and an `uploads` row, so 256 active uploads stay within a few hundred MiB.
-pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 256;
-/// Enough for a CI job pushing every arch of a release at once; a fraction of the server-wide
-/// limit so one account cannot take it all.
-pub const DEFAULT_MAX_UPLOADS_PER_PRINCIPAL: usize = 16;
 
 fn default_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
@@ -505,6 +469,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxies::ForwardedHeader;
     use std::collections::HashMap;
 
     fn config_from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -523,7 +488,7 @@ mod tests {
         assert!(config.database_url.starts_with("sqlite://"));
         assert!(config.database_url.contains("niso-data"));
         assert!(config.s3.is_none());
-        assert_eq!(config.max_upload_bytes, 2 << 30);
+        assert_eq!(config.registry.max_upload_bytes, 2 << 30);
     }
 
     #[test]
@@ -543,16 +508,24 @@ mod tests {
     #[test]
     fn limits_have_production_defaults_and_named_errors() {
         let config = config_from(&[]).unwrap();
-        assert_eq!(config.json_body_limit_bytes, 64 * 1024);
-        assert!(config.trusted_proxies.is_empty());
-        assert!(config.password_hash_concurrency >= 1);
+        assert_eq!(config.registry.json_body_limit_bytes, 64 * 1024);
+        assert!(config.registry.trusted_proxies.is_empty());
+        assert!(config.registry.password_hash_concurrency >= 1);
         let config = config_from(&[
             ("NISO_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
             ("NISO_TRUSTED_PROXY_HEADER", "Forwarded"),
         ])
         .unwrap();
-        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
-        assert_eq!(config.trusted_proxy_header, ForwardedHeader::Forwarded);
+        assert!(
+            config
+                .registry
+                .trusted_proxies
+                .contains("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            config.registry.trusted_proxy_header,
+            ForwardedHeader::Forwarded
+        );
         for (name, value) in [
             ("NISO_TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
             ("NISO_TRUSTED_PROXY_HEADER", "x-real-ip"),
@@ -594,10 +567,10 @@ mod tests {
     #[test]
     fn upload_governance_settings() {
         let config = config_from(&[]).unwrap();
-        assert_eq!(config.body_idle_timeout, Duration::from_secs(30));
-        assert_eq!(config.header_read_timeout, Duration::from_secs(30));
-        assert_eq!(config.max_concurrent_uploads, 256);
-        assert_eq!(config.max_uploads_per_principal, 16);
+        assert_eq!(config.registry.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.registry.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.registry.max_concurrent_uploads, 256);
+        assert_eq!(config.registry.max_uploads_per_principal, 16);
         let config = config_from(&[
             ("NISO_BODY_IDLE_TIMEOUT_SECS", "5"),
             ("NISO_HEADER_READ_TIMEOUT_SECS", "7"),
@@ -605,10 +578,10 @@ mod tests {
             ("NISO_MAX_UPLOADS_PER_PRINCIPAL", "2"),
         ])
         .unwrap();
-        assert_eq!(config.body_idle_timeout, Duration::from_secs(5));
-        assert_eq!(config.header_read_timeout, Duration::from_secs(7));
-        assert_eq!(config.max_concurrent_uploads, 3);
-        assert_eq!(config.max_uploads_per_principal, 2);
+        assert_eq!(config.registry.body_idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.registry.header_read_timeout, Duration::from_secs(7));
+        assert_eq!(config.registry.max_concurrent_uploads, 3);
+        assert_eq!(config.registry.max_uploads_per_principal, 2);
         for name in [
             "NISO_BODY_IDLE_TIMEOUT_SECS",
             "NISO_HEADER_READ_TIMEOUT_SECS",

@@ -24,23 +24,21 @@ pub mod packages;
 pub mod permissions;
 pub mod proxies;
 pub mod rate_limit;
+pub mod settings;
 pub mod storage;
 pub mod tags;
 pub mod upload;
 pub mod upload_limits;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{NaiveDateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use crate::auth::password::PasswordHashing;
-use crate::chunking::ChunkingSettings;
 use crate::config::Config;
 
 use crate::metrics::Metrics;
-use crate::proxies::{ForwardedHeader, TrustedProxies};
 use crate::storage::ObjectStore;
 use crate::storage::local::LocalStore;
 use crate::storage::s3::S3Store;
@@ -50,69 +48,7 @@ pub use niso_core::{archive, chunking, names};
 pub use chunk_pipeline::ChunkBudget;
 pub use download_counter::DownloadCounter;
 pub use error::{Error, Result};
-
-/// The knobs of the domain layer, taken from `Config`.
-#[derive(Debug, Clone)]
-pub struct RegistrySettings {
-    pub max_upload_bytes: u64,
-    pub chunking: ChunkingSettings,
-    pub upload_lease: Duration,
-    pub login_max_failures: u32,
-    pub login_window: Duration,
-    /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
-    pub chunk_budget_bytes: usize,
-    /// zstd decoder memory of all uploads together (see `archive::DecompressionBudget`).
-    pub decompression_budget_bytes: u64,
-    /// Largest JSON request body (413 beyond it).
-    pub json_body_limit_bytes: usize,
-    /// How long a client has to send a whole JSON body (408 after it).
-    pub json_body_timeout: Duration,
-    /// Peers whose forwarding header names the client (see `http/client_address.rs`).
-    pub trusted_proxies: TrustedProxies,
-    /// The header those proxies write.
-    pub trusted_proxy_header: ForwardedHeader,
-    /// Password hashes and verifications computed at once (each holds ~19 MiB).
-    pub password_hash_concurrency: usize,
-    /// How long a registration or login waits for a hashing slot before a 503.
-    pub password_hash_wait: Duration,
-    /// Registrations one client address may make per `registration_window`.
-    pub registration_max_per_address: u32,
-    pub registration_window: Duration,
-    /// See `Config::body_idle_timeout` (applied by `http::serve` to every request body).
-    pub body_idle_timeout: Duration,
-    /// See `Config::header_read_timeout` (applied by `http::serve`).
-    pub header_read_timeout: Duration,
-    /// Server-wide concurrent uploads (see `upload_limits.rs`).
-    pub max_concurrent_uploads: usize,
-    /// Concurrent uploads per user, or per key not linked to a user.
-    pub max_uploads_per_principal: usize,
-}
-
-impl RegistrySettings {
-    pub fn from_config(config: &Config) -> Self {
-        RegistrySettings {
-            max_upload_bytes: config.max_upload_bytes,
-            chunking: config.chunking,
-            upload_lease: config.upload_lease,
-            login_max_failures: config.login_max_failures,
-            login_window: config.login_window,
-            chunk_budget_bytes: chunk_pipeline::DEFAULT_BUDGET_BYTES,
-            decompression_budget_bytes: crate::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
-            json_body_limit_bytes: config.json_body_limit_bytes,
-            json_body_timeout: config.json_body_timeout,
-            trusted_proxies: config.trusted_proxies.clone(),
-            trusted_proxy_header: config.trusted_proxy_header,
-            password_hash_concurrency: config.password_hash_concurrency,
-            password_hash_wait: config.password_hash_wait,
-            registration_max_per_address: config.registration_max_per_address,
-            registration_window: config.registration_window,
-            body_idle_timeout: config.body_idle_timeout,
-            header_read_timeout: config.header_read_timeout,
-            max_concurrent_uploads: config.max_concurrent_uploads,
-            max_uploads_per_principal: config.max_uploads_per_principal,
-        }
-    }
-}
+pub use settings::RegistrySettings;
 
 /// The registry: the database, the object store and the settings, shared by every request.
 pub struct Registry {
@@ -181,12 +117,7 @@ impl Registry {
             None => Arc::new(LocalStore::open(config.data_dir.join("chunks"))?),
         };
         tracing::info!(storage = %store.describe(), "registry opened");
-        Ok(Registry::new(
-            db,
-            store,
-            RegistrySettings::from_config(config),
-            metrics,
-        ))
+        Ok(Registry::new(db, store, config.registry.clone(), metrics))
     }
 
     pub fn database(&self) -> &DatabaseConnection {
