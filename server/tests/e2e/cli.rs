@@ -127,7 +127,6 @@ async fn keys_create_bootstraps_an_admin_key_before_the_first_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_brings_a_fresh_postgresql_database_up_to_date_once() {
     use migration::MigratorTrait;
-    use sea_orm::{ConnectionTrait, Statement};
 
     let database_url = niso_test_support::postgres::TestPostgres::get()
         .fresh_database()
@@ -145,18 +144,10 @@ async fn migrate_brings_a_fresh_postgresql_database_up_to_date_once() {
         );
         assert_eq!(migrated.stdout.trim(), r#"{"migrated":true}"#);
     }
-    let db = sea_orm::Database::connect(&database_url)
-        .await
-        .expect("connect");
-    let applied = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT version FROM seaql_migrations",
-        ))
-        .await
-        .expect("seaql_migrations");
-    assert_eq!(applied.len(), migration::Migrator::migrations().len());
-    db.close().await.ok();
+    assert_eq!(
+        crate::applied_migrations(&database_url).await,
+        migration::Migrator::migrations().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
