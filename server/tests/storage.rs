@@ -3,18 +3,16 @@
 //! writes, and S3 failures (bad credentials, dead or silent server) that must surface as
 //! `Unavailable` within bounded time rather than hang.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::s3_test_server::S3TestServer;
 use niso_registry::storage::local::LocalStore;
 use niso_registry::storage::s3::{S3Settings, S3Store, S3Timeouts};
 use niso_registry::storage::{ObjectStore, StorageError, validate_key};
+use niso_test_support::s3::S3TestServer;
 
 fn random_bytes(len: usize) -> Bytes {
     let mut buf = vec![0u8; len];

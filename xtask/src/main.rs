@@ -5,7 +5,7 @@
 //!   them. Missing, they are installed with `apt-get` when we are root on Debian; otherwise the
 //!   task stops and says what to install. `NISO_TEST_DATABASE_URL` (an existing server) skips this.
 //! - A Python virtual environment under `target/test-venv` with the pinned packages of
-//!   `tests/python-requirements.txt` (the chart and CRD tests validate manifests with them),
+//!   `charts/niso/tests/requirements.txt` (the chart and CRD tests validate manifests with them),
 //!   created once and re-created when that file changes. The tests find it through
 //!   `NISO_TEST_PYTHON`.
 //!
@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-const REQUIREMENTS: &str = "tests/python-requirements.txt";
+const REQUIREMENTS: &str = "charts/niso/tests/requirements.txt";
 
 fn main() -> ExitCode {
     let arguments: Vec<String> = std::env::args().skip(1).collect();

@@ -6,12 +6,6 @@
 //! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend; `NISO_BENCH_ONLY` picks
 //! sections (throughput, memory, dedup, metadata, peer); `NISO_BENCH_SERVER_BIN` skips the build.
 
-#[allow(dead_code)]
-#[path = "../../../server/tests/common/postgres.rs"]
-mod postgres;
-#[path = "../../../server/tests/common/s3_test_server.rs"]
-mod s3_test_server;
-
 mod data;
 mod metadata;
 mod processes;
@@ -22,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures::StreamExt;
+use niso_test_support::http_client::metric_sum;
+use niso_test_support::{postgres, s3};
 
 use data::MIB;
 use processes::{NisoServer, start_nginx, start_niso};
@@ -90,7 +86,7 @@ impl Bench {
                 "NISO_DATABASE_URL".into(),
                 postgres::TestPostgres::get().fresh_database().await,
             ));
-            let server = s3_test_server::S3TestServer::get();
+            let server = s3::S3TestServer::get();
             let bucket = server.unique_bucket_name();
             server.create_bucket(&bucket);
             env.extend(
@@ -193,10 +189,7 @@ impl Bench {
             .text()
             .await
             .unwrap_or_default();
-        text.lines()
-            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&text, name)
     }
 
     pub async fn chunk_manifest(&self, server: &NisoServer, path: &str) -> Vec<(String, u64)> {

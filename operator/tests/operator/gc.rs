@@ -8,31 +8,17 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use tokio::sync::watch;
 
-use crate::common::{Backend, TestApp, archives, test_settings};
+use crate::common::{Backend, TestApp, archives, small_chunk_settings, test_settings};
 use niso_operator::gc::{GcSettings, run_loop, run_once};
 use niso_operator::metrics::Metrics;
-use niso_registry::RegistrySettings;
-use niso_registry::chunking::ChunkingSettings;
 
 crate::for_each_backend!(
     gc_loop_keeps_committed_chunks_while_uploads_reuse_them,
     the_grace_period_protects_young_orphans,
 );
 
-/// Small chunks, so small archives make many chunks to race on.
-fn small_chunks() -> RegistrySettings {
-    RegistrySettings {
-        chunking: ChunkingSettings {
-            min_size: 4 * 1024,
-            avg_size: 16 * 1024,
-            max_size: 64 * 1024,
-        },
-        ..test_settings()
-    }
-}
-
 async fn gc_loop_keeps_committed_chunks_while_uploads_reuse_them(backend: Backend) {
-    let app = Arc::new(TestApp::with_settings(backend, small_chunks()).await);
+    let app = Arc::new(TestApp::with_settings(backend, small_chunk_settings()).await);
     let key = Arc::new(app.register("gcuser").await);
     let shared: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..4)

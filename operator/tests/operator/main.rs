@@ -1,9 +1,7 @@
 //! The operator against kube's scripted mock API (`tower_test::mock::pair`) and a real registry
-//! (embedded: SQLite + local files; production: PostgreSQL + S3), through the server crate's
-//! test harness.
-
-#[path = "../../../server/tests/common/mod.rs"]
-mod common;
+//! (embedded: SQLite + local files; production: PostgreSQL + S3), through niso-test-support
+//! (imported as `common` and with its `for_each_backend!` at the root, so every module here
+//! names the harness the same way).
 
 mod apikeys;
 mod gc;
@@ -14,6 +12,8 @@ mod namespaces;
 
 use std::sync::Arc;
 
+use niso_test_support as common;
+use niso_test_support::for_each_backend;
 use serde_json::Value;
 
 use common::{Backend, TestApp, test_settings};

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, assert_error};
-use crate::for_each_backend;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, assert_error, assert_timestamp};
 
 for_each_backend!(
     register_returns_a_working_key,
@@ -45,21 +45,6 @@ fn assert_key_format(key: &str) {
         random.len() >= 32 && random.chars().all(|c| c.is_ascii_alphanumeric()),
         "key is not niso_ + 32 or more base62 characters: {key}"
     );
-}
-
-/// `2026-04-10T12:00:00`, exactly.
-#[track_caller]
-fn assert_timestamp(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
-    assert_eq!(
-        text.len(),
-        19,
-        "timestamp {text:?} is not YYYY-MM-DDTHH:MM:SS"
-    );
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
-        .unwrap_or_else(|e| panic!("timestamp {text:?} is not YYYY-MM-DDTHH:MM:SS: {e}"));
 }
 
 fn object_keys(value: &Value) -> Vec<&str> {
@@ -448,7 +433,7 @@ async fn login_is_rate_limited_per_username(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("frank").await;
     app.register("grace").await;
-    let max_failures = crate::common::test_settings().login_max_failures;
+    let max_failures = niso_test_support::test_settings().login_max_failures;
     assert_eq!(max_failures, 5);
 
     // Failures from different addresses, so only the username's counter reaches the limit.
@@ -481,7 +466,7 @@ async fn login_is_rate_limited_per_username(backend: Backend) {
 async fn login_is_rate_limited_per_address(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("heidi").await;
-    let max_failures = crate::common::test_settings().login_max_failures;
+    let max_failures = niso_test_support::test_settings().login_max_failures;
 
     // A spray: one failure each for many usernames, all from one address.
     let sprayer = Ipv4Addr::new(127, 0, 3, 1);
@@ -739,7 +724,7 @@ async fn user_keys_cannot_escalate(backend: Backend) {
     let rooted = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             Some("nina"),
             "rooted",
             "admin:*",
@@ -989,7 +974,7 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let expired = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             Some("sven"),
             "old",
             "pull:*",
@@ -1003,7 +988,7 @@ async fn expired_keys_and_auth_header_forms(backend: Backend) {
     let valid = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             Some("sven"),
             "new",
             "pull:*",
@@ -1084,7 +1069,7 @@ async fn concurrent_registrations_of_one_name(backend: Backend) {
 async fn parallel_login_failures_respect_the_limit(backend: Backend) {
     let app = std::sync::Arc::new(TestApp::start(backend).await);
     app.register("tara").await;
-    let max_failures = crate::common::test_settings().login_max_failures as usize;
+    let max_failures = niso_test_support::test_settings().login_max_failures as usize;
     // A burst of guesses sent at once, from different addresses: the username's limit must
     // still stop all but `max_failures` of them from being checked.
     let mut tasks = vec![];
@@ -1123,7 +1108,7 @@ async fn oversized_login_input_is_not_a_server_error(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("uwe").await;
     // Long and incompressible: far over what a database index entry may hold.
-    let long_name: String = crate::common::archives::random_bytes(10_000, 7)
+    let long_name: String = niso_test_support::archives::random_bytes(10_000, 7)
         .into_iter()
         .map(|b| char::from(b'a' + b % 26))
         .collect();
@@ -1277,12 +1262,12 @@ async fn scopes_are_echoed_as_written(backend: Backend) {
     // The order does not change what the key may do: pushing to @wren is allowed, pushing
     // elsewhere is not.
     let (_, ordered) = created_key(&app, &key, "ci", "push:@wren/*,pull:*").await;
-    let archive = crate::common::archives::niso("@wren/app", "1.0.0", &[("a", b"a")]);
+    let archive = niso_test_support::archives::niso("@wren/app", "1.0.0", &[("a", b"a")]);
     let (status, body) = app
         .upload(&ordered, "@wren/app", "1.0.0", "x86_64-linux", archive)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let archive = crate::common::archives::niso("@other/app", "1.0.0", &[("a", b"a")]);
+    let archive = niso_test_support::archives::niso("@other/app", "1.0.0", &[("a", b"a")]);
     let (status, _) = app
         .upload(&ordered, "@other/app", "1.0.0", "x86_64-linux", archive)
         .await;

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, TestApp, test_settings};
-use crate::for_each_backend;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, test_settings};
 
 for_each_backend!(
     declared_oversized_json_bodies_are_refused_before_reading,

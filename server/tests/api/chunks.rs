@@ -2,9 +2,10 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::common::{Backend, TestApp, archives, assert_error};
-use crate::for_each_backend;
-use crate::packages::{chunk_manifest, header_text, random_archive, send_bytes, sha256_hex};
+use crate::packages::{chunk_manifest, header_text, random_archive};
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives, assert_error};
 
 for_each_backend!(
     chunks_of_a_manifest_can_be_downloaded,
@@ -97,28 +98,28 @@ async fn admin_key_uploads_chunks(backend: Backend) {
             app.get(&format!("/v1/chunks/{hash}")).await,
             StatusCode::NOT_FOUND,
         );
-        let (status, body) = send_bytes(
-            &app,
-            Method::PUT,
-            &format!("/v1/chunks/{hash}"),
-            Some(&admin),
-            data.clone(),
-        )
-        .await;
+        let (status, body) = app
+            .send_bytes(
+                Method::PUT,
+                &format!("/v1/chunks/{hash}"),
+                Some(&admin),
+                data.clone(),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let (status, _, bytes) = app.download(&format!("/v1/chunks/{hash}")).await;
         assert_eq!(status, StatusCode::OK);
         assert!(bytes == data, "the chunk comes back as uploaded");
 
         // Storing it again is harmless.
-        let (status, body) = send_bytes(
-            &app,
-            Method::PUT,
-            &format!("/v1/chunks/{hash}"),
-            Some(&admin),
-            data.clone(),
-        )
-        .await;
+        let (status, body) = app
+            .send_bytes(
+                Method::PUT,
+                &format!("/v1/chunks/{hash}"),
+                Some(&admin),
+                data.clone(),
+            )
+            .await;
         assert!(status.is_success(), "{status} {body}");
         let (_, _, bytes) = app.download(&format!("/v1/chunks/{hash}")).await;
         assert!(bytes == data);
@@ -135,14 +136,14 @@ async fn admin_key_uploads_chunks(backend: Backend) {
     let first = &manifest["chunks"][0];
     let size = first["size"].as_u64().unwrap() as usize;
     let hash = first["hash"].as_str().unwrap();
-    let (status, body) = send_bytes(
-        &app,
-        Method::PUT,
-        &format!("/v1/chunks/{hash}"),
-        Some(&admin),
-        archive[..size].to_vec(),
-    )
-    .await;
+    let (status, body) = app
+        .send_bytes(
+            Method::PUT,
+            &format!("/v1/chunks/{hash}"),
+            Some(&admin),
+            archive[..size].to_vec(),
+        )
+        .await;
     assert!(status.is_success(), "{status} {body}");
     let (_, _, bytes) = app
         .download(&format!("/v1/packages/@alice/app/1.0.0/{ARCH}"))
@@ -169,17 +170,18 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
     let mut tampered = data.clone();
     tampered[100] ^= 1;
     assert_error(
-        send_bytes(&app, Method::PUT, &path, Some(&admin), tampered).await,
+        app.send_bytes(Method::PUT, &path, Some(&admin), tampered)
+            .await,
         StatusCode::BAD_REQUEST,
     );
     assert_error(
-        send_bytes(&app, Method::PUT, &path, Some(&admin), Vec::new()).await,
+        app.send_bytes(Method::PUT, &path, Some(&admin), Vec::new())
+            .await,
         StatusCode::BAD_REQUEST,
     );
     // A malformed name.
     assert_error(
-        send_bytes(
-            &app,
+        app.send_bytes(
             Method::PUT,
             &format!("/v1/chunks/{}", hash.to_uppercase()),
             Some(&admin),
@@ -194,7 +196,7 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
     let unlinked_push = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             None,
             "pusher",
             "pull:*,push:*,delete:*",
@@ -205,18 +207,18 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
         .plaintext;
     for key in [&alice, &unlinked_push] {
         assert_error(
-            send_bytes(&app, Method::PUT, &path, Some(key), data.clone()).await,
+            app.send_bytes(Method::PUT, &path, Some(key), data.clone())
+                .await,
             StatusCode::FORBIDDEN,
         );
     }
     // No key, an unknown key.
     assert_error(
-        send_bytes(&app, Method::PUT, &path, None, data.clone()).await,
+        app.send_bytes(Method::PUT, &path, None, data.clone()).await,
         StatusCode::UNAUTHORIZED,
     );
     assert_error(
-        send_bytes(
-            &app,
+        app.send_bytes(
             Method::PUT,
             &path,
             Some(&format!("niso_{}", "Q".repeat(40))),
@@ -229,7 +231,7 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
     let revoked = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             None,
             "old-admin",
             "admin:*",
@@ -238,24 +240,20 @@ async fn chunk_uploads_are_checked_and_admin_only(backend: Backend) {
         .await
         .unwrap();
     app.registry
-        .revoke_key_by_authority(&crate::common::test_authority(), revoked.id)
+        .revoke_key_by_authority(&niso_test_support::test_authority(), revoked.id)
         .await
         .unwrap();
     assert_error(
-        send_bytes(
-            &app,
-            Method::PUT,
-            &path,
-            Some(&revoked.plaintext),
-            data.clone(),
-        )
-        .await,
+        app.send_bytes(Method::PUT, &path, Some(&revoked.plaintext), data.clone())
+            .await,
         StatusCode::UNAUTHORIZED,
     );
 
     // None of that stored anything.
     assert_error(app.get(&path).await, StatusCode::NOT_FOUND);
-    let (status, body) = send_bytes(&app, Method::PUT, &path, Some(&admin), data.clone()).await;
+    let (status, body) = app
+        .send_bytes(Method::PUT, &path, Some(&admin), data.clone())
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (_, _, bytes) = app.download(&path).await;
     assert!(bytes == data);

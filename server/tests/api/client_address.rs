@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, assert_error, test_settings};
-use crate::for_each_backend;
 use niso_registry::RegistrySettings;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, assert_error, test_settings};
 
 for_each_backend!(
     behind_a_trusted_proxy_the_login_limit_is_per_forwarded_client,

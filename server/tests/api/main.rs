@@ -1,9 +1,6 @@
 //! API tests over real HTTP, each run on both backends (embedded SQLite + files, and
 //! PostgreSQL + S3). One test binary, one module per endpoint group.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod auth;
 mod body_limits;
 mod chunks;

@@ -4,8 +4,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, assert_error};
-use crate::for_each_backend;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, assert_error, assert_timestamp};
 
 for_each_backend!(
     create_org_returns_the_namespace,
@@ -24,20 +24,6 @@ for_each_backend!(
 );
 
 const ARCH: &str = "x86_64-linux";
-
-#[track_caller]
-fn assert_timestamp(value: &Value) {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("timestamp is not a string: {value}"));
-    assert_eq!(
-        text.len(),
-        19,
-        "timestamp {text:?} is not YYYY-MM-DDTHH:MM:SS"
-    );
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S")
-        .unwrap_or_else(|e| panic!("timestamp {text:?} is not YYYY-MM-DDTHH:MM:SS: {e}"));
-}
 
 /// Registers `username`; returns `(user id, key)`.
 async fn user(app: &TestApp, username: &str) -> (i64, String) {
@@ -601,13 +587,13 @@ async fn membership_grants_push(backend: Backend) {
     app.publish(&owner, "@labs/tool", "1.1.0", ARCH).await;
 
     // A non-member's key has push:* in its scope, but membership grants, the scope only restricts.
-    let archive = crate::common::archives::niso("@labs/tool", "1.2.0", &[("bin/x", b"x")]);
+    let archive = niso_test_support::archives::niso("@labs/tool", "1.2.0", &[("bin/x", b"x")]);
     assert_error(
         app.upload(&outsider, "@labs/tool", "1.2.0", ARCH, archive.clone())
             .await,
         StatusCode::FORBIDDEN,
     );
-    let archive_new = crate::common::archives::niso("@labs/other", "1.0.0", &[("bin/x", b"x")]);
+    let archive_new = niso_test_support::archives::niso("@labs/other", "1.0.0", &[("bin/x", b"x")]);
     assert_error(
         app.upload(&outsider, "@labs/other", "1.0.0", ARCH, archive_new)
             .await,

@@ -4,13 +4,13 @@
 
 use std::collections::HashSet;
 
+use niso_test_support::archives::sha256_hex;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::common::{Backend, TestApp, archives, assert_error, test_settings};
-use crate::for_each_backend;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives, assert_error, test_settings};
 
 for_each_backend!(
     upload_with_put_and_post_then_download_byte_for_byte,
@@ -44,37 +44,6 @@ const ARCH: &str = "x86_64-linux";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers (also used by tags.rs and chunks.rs)
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Sends raw bytes (an archive or a chunk) with `method`, optionally with a key.
-pub async fn send_bytes(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    key: Option<&str>,
-    body: Vec<u8>,
-) -> (StatusCode, Value) {
-    let mut request = app
-        .client
-        .request(method, app.url(path))
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, value)
-}
 
 /// A GET with extra request headers.
 pub async fn fetch(
@@ -171,22 +140,6 @@ pub fn random_archive(name: &str, version: &str, size: usize, seed: u64) -> Vec<
     archives::niso(name, version, &[("data/payload.bin", &payload)])
 }
 
-/// A tar of exactly these regular files (no manifest added).
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, data) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(1_700_000_000);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, path, *data)
-            .expect("append");
-    }
-    builder.into_inner().expect("tar")
-}
-
 /// A valid manifest entry followed by one entry whose name (and link target) are written raw,
 /// bypassing the tar crate's own path checks.
 fn tar_with_raw_entry(
@@ -260,14 +213,14 @@ async fn upload_with_put_and_post_then_download_byte_for_byte(backend: Backend) 
 
     // POST is accepted as well.
     let posted = archives::niso(name, "1.2.0", &[("bin/my-app", b"v1.2.0")]);
-    let (status, body) = send_bytes(
-        &app,
-        Method::POST,
-        &format!("/v1/packages/{name}/1.2.0/{ARCH}"),
-        Some(&key),
-        posted.clone(),
-    )
-    .await;
+    let (status, body) = app
+        .send_bytes(
+            Method::POST,
+            &format!("/v1/packages/{name}/1.2.0/{ARCH}"),
+            Some(&key),
+            posted.clone(),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(
         body,
@@ -316,14 +269,14 @@ async fn both_name_forms_are_accepted(backend: Backend) {
     let encoded = "%40alice%2Fapp";
     let archive = archives::niso(name, "1.0.0", &[("a", b"a")]);
     // Upload through the encoded form, read through both.
-    let (status, body) = send_bytes(
-        &app,
-        Method::PUT,
-        &format!("/v1/packages/{encoded}/1.0.0/{ARCH}"),
-        Some(&key),
-        archive.clone(),
-    )
-    .await;
+    let (status, body) = app
+        .send_bytes(
+            Method::PUT,
+            &format!("/v1/packages/{encoded}/1.0.0/{ARCH}"),
+            Some(&key),
+            archive.clone(),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["name"], name);
 
@@ -1049,8 +1002,7 @@ async fn existing_version_and_arch_is_a_conflict(backend: Backend) {
         StatusCode::CONFLICT,
     );
     assert_error(
-        send_bytes(
-            &app,
+        app.send_bytes(
             Method::POST,
             &format!("/v1/packages/{name}/1.0.0/{ARCH}"),
             Some(&key),
@@ -1205,7 +1157,7 @@ async fn uploads_need_a_valid_key_with_scope_and_membership(backend: Backend) {
 
     // No key, a malformed header, an unknown key.
     assert_error(
-        send_bytes(&app, Method::PUT, &path, None, archive()).await,
+        app.send_bytes(Method::PUT, &path, None, archive()).await,
         StatusCode::UNAUTHORIZED,
     );
     let response = app
@@ -1316,7 +1268,7 @@ async fn uploads_need_a_valid_key_with_scope_and_membership(backend: Backend) {
     let unlinked_pull = app
         .registry
         .create_key_by_authority(
-            &crate::common::test_authority(),
+            &niso_test_support::test_authority(),
             None,
             "pull-only",
             "pull:*",
@@ -1495,10 +1447,13 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
             let gz = archives::gzip(&whole);
             gz[..gz.len() / 2].to_vec()
         }),
-        ("no manifest.toml", tar_of(&[("bin/tool", b"tool")])),
+        (
+            "no manifest.toml",
+            archives::tar_of(&[("bin/tool", b"tool")]),
+        ),
         (
             "manifest.toml not at the root",
-            tar_of(&[("sub/manifest.toml", good_manifest.as_bytes())]),
+            archives::tar_of(&[("sub/manifest.toml", good_manifest.as_bytes())]),
         ),
         (
             "manifest.toml that is not TOML",
@@ -1524,7 +1479,7 @@ async fn bad_archives_are_rejected_and_leave_nothing_behind(backend: Backend) {
         ),
         (
             "manifest.toml that is not UTF-8",
-            tar_of(&[("manifest.toml", b"[package]\nname = \"\xff\xfe\"\n")]),
+            archives::tar_of(&[("manifest.toml", b"[package]\nname = \"\xff\xfe\"\n")]),
         ),
         (
             "a manifest naming another package",

@@ -5,8 +5,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::common::{Backend, TestApp, assert_error};
-use crate::for_each_backend;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, assert_error};
 
 for_each_backend!(list_endpoints_refuse_bad_numbers_and_accept_the_extremes);
 

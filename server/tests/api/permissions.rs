@@ -16,9 +16,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, archives};
-use crate::for_each_backend;
-use crate::packages::{send_bytes, sha256_hex};
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives};
 
 for_each_backend!(permission_matrix, key_listing_by_principal);
 
@@ -304,8 +304,7 @@ impl Fixture {
             Endpoint::Upload => {
                 let version = format!("1.1.{column}");
                 let archive = archives::niso(PACKAGE, &version, &[("bin/tool", b"tool")]);
-                send_bytes(
-                    app,
+                app.send_bytes(
                     Method::PUT,
                     &format!("/v1/packages/{PACKAGE}/{version}/{ARCH}"),
                     key,
@@ -335,7 +334,8 @@ impl Fixture {
             Endpoint::PutChunk => {
                 let chunk = format!("a chunk uploaded by column {column}").into_bytes();
                 let hash = sha256_hex(&chunk);
-                send_bytes(app, Method::PUT, &format!("/v1/chunks/{hash}"), key, chunk).await
+                app.send_bytes(Method::PUT, &format!("/v1/chunks/{hash}"), key, chunk)
+                    .await
             }
             Endpoint::Me => get("/v1/auth/me".into()).await,
             Endpoint::UpdateMe => {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::StatusCode;
 
-use crate::common::{Backend, TestApp, archives};
+use niso_test_support::{Backend, TestApp, archives};
 
 const BLOCKING_THREADS: usize = 4;
 const STALLED: usize = 12;

@@ -2,9 +2,9 @@
 
 use reqwest::StatusCode;
 
-use crate::common::{Backend, TestApp, assert_error};
+use niso_test_support::{Backend, TestApp, assert_error};
 
-crate::for_each_backend!(
+niso_test_support::for_each_backend!(
     health_and_ready,
     openapi_lists_every_endpoint,
     unknown_routes_are_json_404s

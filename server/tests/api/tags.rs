@@ -4,9 +4,10 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, archives, assert_error};
-use crate::for_each_backend;
-use crate::packages::{header_text, sha256_hex};
+use crate::packages::header_text;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives, assert_error};
 
 for_each_backend!(
     list_create_move_and_download_by_tag,

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, TestApp, archives, stalled_request, test_settings};
-use crate::for_each_backend;
-use crate::packages::{random_archive, send_bytes, sha256_hex};
+use crate::packages::random_archive;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives, stalled_request, test_settings};
 
 for_each_backend!(
     a_stalled_upload_is_aborted_with_408_and_its_lease_released,
@@ -259,14 +260,14 @@ async fn a_stalled_chunk_upload_is_aborted_with_408(backend: Backend) {
     assert!(response.body["error"].is_string(), "{}", response.body);
     wait_for_open_uploads(&app, 0).await;
     // The limits' slot went with it: a chunk upload still works.
-    let (status, body) = send_bytes(
-        &app,
-        Method::PUT,
-        &format!("/v1/chunks/{}", sha256_hex(&data)),
-        Some(&admin),
-        data,
-    )
-    .await;
+    let (status, body) = app
+        .send_bytes(
+            Method::PUT,
+            &format!("/v1/chunks/{}", sha256_hex(&data)),
+            Some(&admin),
+            data,
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 

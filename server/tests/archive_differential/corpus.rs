@@ -220,7 +220,7 @@ pub fn attacks() -> Vec<(&'static str, Vec<u8>)> {
         "a Solaris extended header",
         Tar::package()
             .raw(&Raw {
-                data: crate::craft::pax_record("path", b"../solaris.txt"),
+                data: niso_test_support::archives::pax_record("path", b"../solaris.txt"),
                 magic: Magic::Ustar,
                 ..Raw::new(b'X', b"PaxHeaders/solaris")
             })

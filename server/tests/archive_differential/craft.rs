@@ -2,6 +2,8 @@
 //! PAX record, with a correct checksum unless asked otherwise. The tar crate refuses to write
 //! most of what the corpus needs.
 
+use niso_test_support::archives::pax_record;
+
 pub const MANIFEST: &str = "[package]\nname = \"@diff/pkg\"\nversion = \"1.0.0\"\n";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,19 +81,6 @@ pub fn set_checksum(block: &mut [u8]) {
     block[148..156].fill(b' ');
     let sum: u32 = block[..512].iter().map(|&byte| u32::from(byte)).sum();
     block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-}
-
-/// "<length> <key>=<value>\n", the length counting itself.
-pub fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut len = body + 1;
-    while body + len.to_string().len() != len {
-        len += 1;
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
 }
 
 #[derive(Default, Clone)]

@@ -3,8 +3,6 @@
 //! deletes and GC passes with a zero grace period across two replicas, plus the expired-lease
 //! and orphan paths. Run on both backends.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod orphans;
 
 use std::collections::{HashMap, HashSet};
@@ -17,34 +15,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use common::{Backend, TestApp, archives, test_settings};
 use niso_registry::RegistrySettings;
-use niso_registry::chunking::ChunkingSettings;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::{Backend, TestApp, archives, small_chunk_settings};
 
-crate::for_each_backend!(
+niso_test_support::for_each_backend!(
     gc_keeps_shared_chunks_and_reclaims_orphans,
     gc_never_deletes_a_committed_chunk_under_random_interleavings,
     an_upload_whose_lease_expired_cannot_commit,
 );
-
-/// Small chunks so a few hundred KiB make many chunks to race on.
-fn small_chunk_settings() -> RegistrySettings {
-    RegistrySettings {
-        chunking: ChunkingSettings {
-            min_size: 4 * 1024,
-            avg_size: 16 * 1024,
-            max_size: 64 * 1024,
-        },
-        ..test_settings()
-    }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 async fn chunk_rows(app: &TestApp) -> u64 {
     chunk::Entity::find()

@@ -13,15 +13,15 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use sea_orm::{EntityTrait, PaginatorTrait};
 
-use crate::common::{Backend, postgres, s3_test_server::S3TestServer, test_settings};
 use niso_registry::Registry;
 use niso_registry::gc::{GcOptions, ORPHAN_MIN_AGE};
 use niso_registry::metrics::Metrics;
 use niso_registry::storage::local::LocalStore;
 use niso_registry::storage::s3::S3Store;
 use niso_registry::storage::{ListingPages, ObjectStore, StorageError};
+use niso_test_support::{Backend, postgres, s3::S3TestServer, test_settings};
 
-crate::for_each_backend!(
+niso_test_support::for_each_backend!(
     an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_period,
     the_sweep_spares_objects_with_rows_and_foreign_keys_across_pages,
 );
@@ -252,7 +252,7 @@ async fn an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_perio
 
 /// Incompressible bytes, so the stored size is the chunk size.
 fn archives_bytes(len: usize) -> Vec<u8> {
-    crate::common::archives::random_bytes(len, rand::random())
+    niso_test_support::archives::random_bytes(len, rand::random())
 }
 
 async fn the_sweep_spares_objects_with_rows_and_foreign_keys_across_pages(backend: Backend) {

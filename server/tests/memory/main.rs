@@ -2,8 +2,6 @@
 //! down through the real HTTP server while a counting global allocator records the process's
 //! peak heap use (server and client live in this process, so the figure covers both).
 
-#[path = "../common/mod.rs"]
-mod common;
 mod manifests;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -15,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-use common::{Backend, TestApp};
+use niso_test_support::{Backend, TestApp};
 
 struct CountingAllocator;
 

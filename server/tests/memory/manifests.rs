@@ -5,9 +5,9 @@
 
 use reqwest::StatusCode;
 
-use crate::common::{Backend, TestApp, archives};
-use crate::for_each_backend;
 use crate::{MIB, SERIAL, peak_growth, reset_peak};
+use niso_test_support::for_each_backend;
+use niso_test_support::{Backend, TestApp, archives};
 
 for_each_backend!(latest_and_listings_do_not_load_every_manifest);
 

@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Backend, TestApp};
 use crate::exposition::Scrape;
+use niso_test_support::{Backend, TestApp};
 
-crate::for_each_backend!(
+niso_test_support::for_each_backend!(
     made_up_methods_add_no_series,
     in_flight_returns_to_zero_when_clients_go_away,
 );
@@ -98,7 +98,7 @@ async fn in_flight_returns_to_zero_when_clients_go_away(backend: Backend) {
     let settings = niso_registry::RegistrySettings {
         password_hash_concurrency: 1,
         password_hash_wait: Duration::from_secs(600),
-        ..crate::common::test_settings()
+        ..niso_test_support::test_settings()
     };
     let app = TestApp::with_settings(backend, settings).await;
     let key = app.register("leaver").await;
@@ -159,8 +159,8 @@ async fn in_flight_returns_to_zero_when_clients_go_away(backend: Backend) {
     wait_for_in_flight(&app, 0.0).await;
 
     // A download the client stops reading and abandons.
-    let payload = crate::common::archives::random_bytes(8 << 20, 3);
-    let archive = crate::common::archives::niso("@leaver/big", "1.0.0", &[("data", &payload)]);
+    let payload = niso_test_support::archives::random_bytes(8 << 20, 3);
+    let archive = niso_test_support::archives::niso("@leaver/big", "1.0.0", &[("data", &payload)]);
     let (status, body) = app
         .upload(&key, "@leaver/big", "1.0.0", "x86_64", archive)
         .await;

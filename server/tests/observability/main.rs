@@ -1,9 +1,6 @@
 //! Observability: the Prometheus exposition on `/metrics` moves with real traffic, and the
 //! server binary exports a request span over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod bounded;
 mod exposition;
 mod metrics;

@@ -3,8 +3,8 @@
 
 use reqwest::StatusCode;
 
-use crate::common::{Backend, TestApp, archives};
 use crate::exposition::Scrape;
+use niso_test_support::{Backend, TestApp, archives};
 
 const ARCHIVE_ROUTE: &str = "/v1/packages/{name}/{version}/{arch}";
 
@@ -293,4 +293,4 @@ async fn metrics_move_with_uploads_and_downloads(backend: Backend) {
     );
 }
 
-crate::for_each_backend!(metrics_move_with_uploads_and_downloads);
+niso_test_support::for_each_backend!(metrics_move_with_uploads_and_downloads);

@@ -20,7 +20,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::archives;
+use niso_test_support::archives;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";

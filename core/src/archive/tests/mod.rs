@@ -5,10 +5,11 @@
 mod compat;
 mod strict;
 
-use std::io::{self, Write};
+use std::io;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
+pub(super) use niso_test_archives::{
+    append_file as add_file, gzip, pax_record, random_bytes, zstd,
+};
 use tar::{Builder, EntryType, Header};
 
 use super::*;
@@ -37,31 +38,9 @@ pub(super) fn expected_manifest() -> Manifest {
     }
 }
 
-/// xorshift64*: incompressible test payloads without another dependency.
-pub(super) struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
+/// Incompressible bytes, the same for the same length.
 pub(super) fn random(len: usize) -> Vec<u8> {
-    Rng(0x9e37_79b9_7f4a_7c15 ^ len as u64).bytes(len)
-}
-
-pub(super) fn add_file(builder: &mut Builder<Vec<u8>>, path: &str, data: &[u8]) {
-    let mut header = Header::new_gnu();
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    builder.append_data(&mut header, path, data).unwrap();
+    random_bytes(len, len as u64)
 }
 
 pub(super) fn add_dir(builder: &mut Builder<Vec<u8>>, path: &str) {
@@ -90,19 +69,6 @@ pub(super) fn add_raw(
     header.set_mode(0o644);
     header.set_cksum();
     builder.append(&header, data).unwrap();
-}
-
-/// A PAX record: "<length> <key>=<value>\n", the length counting itself.
-pub(super) fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
-    let body = key.len() + value.len() + 3;
-    let mut len = body + 1;
-    while body + len.to_string().len() != len {
-        len += 1;
-    }
-    let mut record = format!("{len} {key}=").into_bytes();
-    record.extend_from_slice(value);
-    record.push(b'\n');
-    record
 }
 
 pub(super) fn add_pax(builder: &mut Builder<Vec<u8>>, records: &[u8]) {
@@ -138,16 +104,6 @@ pub(super) fn package_with(build: impl FnOnce(&mut Builder<Vec<u8>>)) -> Vec<u8>
         add_file(builder, "manifest.toml", MANIFEST.as_bytes());
         build(builder);
     })
-}
-
-pub(super) fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-    encoder.write_all(data).unwrap();
-    encoder.finish().unwrap()
-}
-
-pub(super) fn zstd(data: &[u8]) -> Vec<u8> {
-    zstd::encode_all(data, 3).unwrap()
 }
 
 pub(super) fn check(bytes: &[u8]) -> Result<Manifest, ArchiveError> {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 
+use crate::scratch::free_port;
+
 pub struct TestPostgres {
     /// `postgres://user@127.0.0.1:port` (no database)
     base_url: String,
@@ -56,13 +58,6 @@ fn pg_command(binary: &Path) -> Command {
     } else {
         Command::new(binary)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 impl TestPostgres {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const INSTALL_HINT: &str =
-    "run the suite with `cargo xtask test`, which installs tests/python-requirements.txt";
+    "run the suite with `cargo xtask test`, which installs charts/niso/tests/requirements.txt";
 
 fn python() -> String {
     std::env::var("NISO_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())

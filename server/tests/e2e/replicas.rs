@@ -5,16 +5,16 @@
 //! once is stored exactly once (one 201, one 409, the winner's bytes); and replicas started
 //! together on an empty database all come up, having migrated it once.
 
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::archives;
+use niso_test_support::archives;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::assert_error;
+use niso_test_support::process::{Backing, Server, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backing, Server, assert_error, eventually, sha256_hex};
+
+use crate::NISO_SERVER;
 
 const ARCH: &str = "x86_64-linux";
 
@@ -29,7 +29,9 @@ struct Pair {
 async fn pair(extra: &[(&str, &str)]) -> Pair {
     let backing = Backing::new().await;
     let env = backing.env(extra);
-    let mut servers = Server::start_all(&[("replica-a", &env), ("replica-b", &env)]).await;
+    let mut servers = NISO_SERVER
+        .start_all(&[("replica-a", &env), ("replica-b", &env)])
+        .await;
     let b = servers.pop().expect("replica b");
     let a = servers.pop().expect("replica a");
     Pair { a, b, backing }
@@ -131,7 +133,7 @@ async fn writes_through_one_replica_are_served_by_the_other() {
 
     // Deleted through B: gone on A, with the tag that pointed at it.
     let (status, body) = b
-        .delete("/v1/packages/@alice/tool/1.0.0/x86_64-linux", &key)
+        .delete("/v1/packages/@alice/tool/1.0.0/x86_64-linux", Some(&key))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let (status, _, _) = a
@@ -147,7 +149,7 @@ async fn writes_through_one_replica_are_served_by_the_other() {
 
     // The last version deleted through A: the package leaves B's listing.
     let (status, _) = a
-        .delete("/v1/packages/@alice/tool/1.1.0/x86_64-linux", &key)
+        .delete("/v1/packages/@alice/tool/1.1.0/x86_64-linux", Some(&key))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, list) = b.get("/v1/packages?q=tool").await;
@@ -194,7 +196,7 @@ async fn a_key_revoked_through_one_replica_is_refused_by_the_other_at_once() {
 
     // …until A revokes it: B's very next request with it is a 401.
     let (status, body) = a
-        .delete(&format!("/v1/auth/keys/{ci_id}"), &owner_key)
+        .delete(&format!("/v1/auth/keys/{ci_id}"), Some(&owner_key))
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     assert_error(
@@ -247,7 +249,7 @@ async fn download_counts_from_both_replicas_add_up() {
         }
         // Neither a partial download nor a revalidation counts.
         let partial = server
-            .http
+            .client
             .get(server.url(path))
             .header("range", "bytes=0-99")
             .send()
@@ -255,7 +257,7 @@ async fn download_counts_from_both_replicas_add_up() {
             .expect("range request");
         assert_eq!(partial.status(), StatusCode::PARTIAL_CONTENT);
         let cached = server
-            .http
+            .client
             .get(server.url(path))
             .header("if-none-match", &etag)
             .send()
@@ -307,7 +309,7 @@ async fn the_login_rate_limit_counts_failures_on_every_replica() {
     // The fifth attempt is refused on both, even with the right password.
     for server in [&a, &b] {
         let response = server
-            .http
+            .client
             .post(server.url("/v1/auth/login"))
             .json(&json!({"username": "erin", "password": "password-of-erin"}))
             .send()
@@ -384,33 +386,25 @@ async fn the_same_version_pushed_through_both_at_once_is_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_started_together_on_an_empty_database_all_come_up() {
     use migration::MigratorTrait;
-    use sea_orm::{ConnectionTrait, Statement};
 
     let backing = Backing::new().await;
     let env = backing.env(&[]);
-    let servers = Server::start_all(&[
-        ("replica-a", &env),
-        ("replica-b", &env),
-        ("replica-c", &env),
-    ])
-    .await;
+    let servers = NISO_SERVER
+        .start_all(&[
+            ("replica-a", &env),
+            ("replica-b", &env),
+            ("replica-c", &env),
+        ])
+        .await;
     for server in &servers {
         let (status, body) = server.get("/ready").await;
         assert_eq!(status, StatusCode::OK, "{}: {body}", server.name);
     }
     // Each migration was applied once, and the schema works through every replica.
-    let db = sea_orm::Database::connect(&backing.database_url)
-        .await
-        .expect("connect");
-    let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT version FROM seaql_migrations",
-        ))
-        .await
-        .expect("read seaql_migrations");
-    assert_eq!(rows.len(), migration::Migrator::migrations().len());
-    db.close().await.ok();
+    assert_eq!(
+        crate::applied_migrations(&backing.database_url).await,
+        migration::Migrator::migrations().len()
+    );
     for (index, server) in servers.iter().enumerate() {
         server.register(&format!("user{index}")).await;
     }

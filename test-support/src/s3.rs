@@ -1,12 +1,9 @@
 //! A real S3 protocol server for tests: s3s + s3s-fs served over HTTP on 127.0.0.1, SigV4
-//! enforced with static credentials, objects in a directory under cargo's target tmp dir.
+//! enforced with static credentials, objects in a directory under cargo's `target/tmp`.
 //!
 //! One server per test process ([`S3TestServer::get`]), on its own thread and tokio runtime,
 //! so it outlives the runtime of each `#[tokio::test]`; tests isolate themselves by taking a
 //! fresh bucket ([`S3TestServer::fresh_bucket`]).
-
-// Each test binary includes `common` but uses only part of it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -18,9 +15,11 @@ use niso_registry::storage::s3::S3Settings;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
+use crate::scratch;
+
 /// Region the clients sign for; s3s accepts any, it only has to be consistent.
 pub const REGION: &str = "us-east-1";
-/// Prefix of the server's data directories under `CARGO_TARGET_TMPDIR`.
+/// Prefix of the server's data directories under `target/tmp`.
 const DIR_PREFIX: &str = "s3-test-server-";
 
 pub struct S3TestServer {
@@ -44,18 +43,11 @@ impl S3TestServer {
     }
 
     fn start() -> S3TestServer {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_dirs_of_dead_processes(tmp);
         // Statics are never dropped, so a TempDir would never clean up: keep the directory
-        // explicitly, name it after our PID, and let the next run remove it once we are gone.
-        let root = tempfile::Builder::new()
-            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
-            .tempdir_in(tmp)
-            .expect("create the S3 test server's directory")
-            .keep();
+        // explicitly (named after our PID), and let the next run remove it once we are gone.
+        let root = scratch::process_dir(&scratch::target_tmp(), DIR_PREFIX).keep();
 
-        let access_key = format!("AKNISOTEST{}", hex::encode_upper(rand::random::<[u8; 5]>()));
-        let secret_key = hex::encode(rand::random::<[u8; 20]>());
+        let (access_key, secret_key) = random_credentials();
 
         // Bound before the thread starts, so the port is known and connections made before
         // the server loop runs simply wait in the backlog: no readiness race.
@@ -128,6 +120,14 @@ fn env_for(
         ("AWS_ACCESS_KEY_ID", access_key.to_owned()),
         ("AWS_SECRET_ACCESS_KEY", secret_key.to_owned()),
     ]
+}
+
+/// A fresh access key and secret, so no test reaches a server it was not given.
+fn random_credentials() -> (String, String) {
+    (
+        format!("AKNISOTEST{}", hex::encode_upper(rand::random::<[u8; 5]>())),
+        hex::encode(rand::random::<[u8; 20]>()),
+    )
 }
 
 /// A running server: its thread, and the way to stop it.
@@ -203,14 +203,8 @@ pub struct DedicatedS3Server {
 
 impl DedicatedS3Server {
     pub fn start() -> DedicatedS3Server {
-        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_dirs_of_dead_processes(tmp);
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{DIR_PREFIX}{}-dedicated-", std::process::id()))
-            .tempdir_in(tmp)
-            .expect("create the S3 test server's directory");
-        let access_key = format!("AKNISOTEST{}", hex::encode_upper(rand::random::<[u8; 5]>()));
-        let secret_key = hex::encode(rand::random::<[u8; 20]>());
+        let dir = scratch::process_dir(&scratch::target_tmp(), DIR_PREFIX);
+        let (access_key, secret_key) = random_credentials();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the S3 test server");
         let addr = listener.local_addr().expect("listener address");
         let running = spawn_server(
@@ -284,31 +278,5 @@ impl DedicatedS3Server {
 impl Drop for DedicatedS3Server {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Removes data directories left by earlier test processes that have exited (statics never run
-/// destructors, so each process leaves its directory behind). Only on systems with `/proc`;
-/// elsewhere they stay under the target dir until `cargo clean`.
-fn remove_dirs_of_dead_processes(tmp: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(tmp) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }

@@ -4,15 +4,15 @@
 //! SQLite or PostgreSQL database up to date and is idempotent; a bad configuration value makes
 //! every subcommand exit non-zero with a message naming the variable.
 
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::time::Duration;
 
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::assert_error;
+use niso_test_support::process::{Env, env};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{Env, Server, assert_error, env, run_cli, sha256_hex};
+
+use crate::NISO_SERVER;
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -27,13 +27,14 @@ async fn keys_create_bootstraps_an_admin_key_before_the_first_serve() {
     let data_dir = dir.path().join("niso-data");
     let data_env: Env = env(&[("NISO_DATA_DIR", data_dir.to_str().expect("utf-8 path"))]);
 
-    let created = run_cli(
-        &["keys", "create", "--name", "admin", "--scope", "admin:*"],
-        &data_env,
-        &data_dir,
-        CLI_TIMEOUT,
-    )
-    .await;
+    let created = NISO_SERVER
+        .run_cli(
+            &["keys", "create", "--name", "admin", "--scope", "admin:*"],
+            &data_env,
+            &data_dir,
+            CLI_TIMEOUT,
+        )
+        .await;
     assert!(
         created.status.success(),
         "keys create failed: {}",
@@ -63,7 +64,9 @@ async fn keys_create_bootstraps_an_admin_key_before_the_first_serve() {
     assert!(data_dir.join("niso.db").is_file(), "no SQLite database");
 
     // `migrate` on the now up-to-date directory is a no-op that succeeds.
-    let migrated = run_cli(&["migrate"], &data_env, &data_dir, CLI_TIMEOUT).await;
+    let migrated = NISO_SERVER
+        .run_cli(&["migrate"], &data_env, &data_dir, CLI_TIMEOUT)
+        .await;
     assert!(
         migrated.status.success(),
         "migrate failed: {}",
@@ -77,12 +80,12 @@ async fn keys_create_bootstraps_an_admin_key_before_the_first_serve() {
     );
 
     // A server started afterwards on the same directory accepts the key for admin-only work.
-    let server = Server::start("embedded", &data_env).await;
-    let chunk = common::archives::random_bytes(100_000, 7);
+    let server = NISO_SERVER.start("embedded", &data_env).await;
+    let chunk = niso_test_support::archives::random_bytes(100_000, 7);
     let hash = sha256_hex(&chunk);
     let put = |key: Option<&str>, hash: &str, body: Vec<u8>| {
         let mut request = server
-            .http
+            .client
             .put(server.url(&format!("/v1/chunks/{hash}")))
             .header("content-type", "application/octet-stream")
             .body(body);
@@ -124,13 +127,16 @@ async fn keys_create_bootstraps_an_admin_key_before_the_first_serve() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_brings_a_fresh_postgresql_database_up_to_date_once() {
     use migration::MigratorTrait;
-    use sea_orm::{ConnectionTrait, Statement};
 
-    let database_url = common::postgres::TestPostgres::get().fresh_database().await;
+    let database_url = niso_test_support::postgres::TestPostgres::get()
+        .fresh_database()
+        .await;
     let dir = tempfile::tempdir().expect("temp dir");
     let database_env = env(&[("NISO_DATABASE_URL", &database_url)]);
     for _ in 0..2 {
-        let migrated = run_cli(&["migrate"], &database_env, dir.path(), CLI_TIMEOUT).await;
+        let migrated = NISO_SERVER
+            .run_cli(&["migrate"], &database_env, dir.path(), CLI_TIMEOUT)
+            .await;
         assert!(
             migrated.status.success(),
             "migrate failed: {}",
@@ -138,18 +144,10 @@ async fn migrate_brings_a_fresh_postgresql_database_up_to_date_once() {
         );
         assert_eq!(migrated.stdout.trim(), r#"{"migrated":true}"#);
     }
-    let db = sea_orm::Database::connect(&database_url)
-        .await
-        .expect("connect");
-    let applied = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT version FROM seaql_migrations",
-        ))
-        .await
-        .expect("seaql_migrations");
-    assert_eq!(applied.len(), migration::Migrator::migrations().len());
-    db.close().await.ok();
+    assert_eq!(
+        crate::applied_migrations(&database_url).await,
+        migration::Migrator::migrations().len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +170,9 @@ async fn a_bad_configuration_value_stops_every_subcommand_naming_the_variable() 
             (variable, value),
         ]);
         let started = std::time::Instant::now();
-        let output = run_cli(args, &bad, &data_dir, CLI_TIMEOUT).await;
+        let output = NISO_SERVER
+            .run_cli(args, &bad, &data_dir, CLI_TIMEOUT)
+            .await;
         assert!(
             !output.status.success(),
             "`niso-server {}` with {variable}={value} succeeded",

@@ -11,16 +11,15 @@
 //!
 //! Bounded in time: the stalled connections last one idle timeout, and every wait has a limit.
 
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use common::stalled_request;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::process::{Server, env, eventually};
+use niso_test_support::stalled_request;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{Server, env, eventually, sha256_hex};
+
+use crate::NISO_SERVER;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -90,8 +89,9 @@ async fn normal_client(server: &Server) -> Vec<(&'static str, bool, Duration)> {
         .await;
     steps.push(("login", status == StatusCode::OK, started.elapsed()));
 
-    let payload = common::archives::random_bytes(2 * 1024 * 1024, 9);
-    let archive = common::archives::niso("@normal/app", "1.0.0", &[("data/blob", &payload)]);
+    let payload = niso_test_support::archives::random_bytes(2 * 1024 * 1024, 9);
+    let archive =
+        niso_test_support::archives::niso("@normal/app", "1.0.0", &[("data/blob", &payload)]);
     let started = Instant::now();
     let (status, _) = server
         .upload(&key, "@normal/app", "1.0.0", ARCH, archive.clone())
@@ -111,16 +111,17 @@ async fn normal_client(server: &Server) -> Vec<(&'static str, bool, Duration)> {
 async fn a_normal_client_is_served_while_hundreds_of_uploads_stall() {
     let test_started = Instant::now();
     let idle = IDLE_TIMEOUT_SECS.to_string();
-    let server = Server::start(
-        "loaded",
-        &env(&[
-            ("NISO_BODY_IDLE_TIMEOUT_SECS", &idle),
-            ("NISO_HEADER_READ_TIMEOUT_SECS", &idle),
-            ("NISO_MAX_CONCURRENT_UPLOADS", "1000"),
-            ("NISO_MAX_UPLOADS_PER_PRINCIPAL", "1000"),
-        ]),
-    )
-    .await;
+    let server = NISO_SERVER
+        .start(
+            "loaded",
+            &env(&[
+                ("NISO_BODY_IDLE_TIMEOUT_SECS", &idle),
+                ("NISO_HEADER_READ_TIMEOUT_SECS", &idle),
+                ("NISO_MAX_CONCURRENT_UPLOADS", "1000"),
+                ("NISO_MAX_UPLOADS_PER_PRINCIPAL", "1000"),
+            ]),
+        )
+        .await;
     let address = server
         .base
         .strip_prefix("http://")
@@ -128,7 +129,8 @@ async fn a_normal_client_is_served_while_hundreds_of_uploads_stall() {
         .to_owned();
     let staller = server.register("staller").await;
     // A real archive's first bytes: the upload starts (row, validator, chunker) and waits.
-    let archive = common::archives::niso("@staller/app", "1.0.0", &[("bin/tool", b"#!/bin/sh\n")]);
+    let archive =
+        niso_test_support::archives::niso("@staller/app", "1.0.0", &[("bin/tool", b"#!/bin/sh\n")]);
 
     let mut uploads = Vec::with_capacity(STALLED_UPLOADS);
     for batch in 0..STALLED_UPLOADS.div_ceil(50) {

@@ -1,12 +1,8 @@
-//! Test support shared by the integration tests: a registry served over real HTTP on
-//! 127.0.0.1, on either backend — embedded (SQLite + local files) or production (PostgreSQL +
-//! an S3 protocol server) — plus archive builders and request helpers.
-#![allow(dead_code)]
+//! A registry served in-process over real HTTP on 127.0.0.1, on either backend — embedded
+//! (SQLite + local files) or production (PostgreSQL + an S3 protocol server) — with the
+//! settings the tests start from and the macro that runs a test on both backends.
 
-pub mod archives;
-pub mod postgres;
-pub mod s3_test_server;
-
+use std::ops::Deref;
 use std::sync::Arc;
 
 use niso_registry::chunking::ChunkingSettings;
@@ -17,8 +13,9 @@ use niso_registry::storage::local::LocalStore;
 use niso_registry::storage::s3::S3Store;
 use niso_registry::{Registry, RegistrySettings};
 use niso_server::http::AppState;
-use reqwest::StatusCode;
-use serde_json::Value;
+
+use crate::http_client::HttpClient;
+use crate::{postgres, s3};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -29,7 +26,7 @@ pub enum Backend {
 }
 
 /// Runs each listed `async fn name(backend: Backend)` once per backend, as
-/// `embedded::name` and `production::name`.
+/// `embedded::name` and `production::name` (the calling crate needs tokio).
 #[macro_export]
 macro_rules! for_each_backend {
     ($($name:ident),* $(,)?) => {
@@ -37,7 +34,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Embedded).await
+                    super::$name($crate::Backend::Embedded).await
                 }
             )*
         }
@@ -45,7 +42,7 @@ macro_rules! for_each_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Production).await
+                    super::$name($crate::Backend::Production).await
                 }
             )*
         }
@@ -87,6 +84,19 @@ pub fn test_settings() -> RegistrySettings {
     }
 }
 
+/// [`test_settings`] with small chunks (4–64 KiB), so that a few hundred KiB make many chunks
+/// for uploads, deletes and GC to race on.
+pub fn small_chunk_settings() -> RegistrySettings {
+    RegistrySettings {
+        chunking: ChunkingSettings {
+            min_size: 4 * 1024,
+            avg_size: 16 * 1024,
+            max_size: 64 * 1024,
+        },
+        ..test_settings()
+    }
+}
+
 /// Where a test registry keeps its state; dropping it removes the local parts.
 pub struct Storage {
     pub database_url: String,
@@ -106,7 +116,7 @@ impl Storage {
             },
             Backend::Production => {
                 let database_url = postgres::TestPostgres::get().fresh_database().await;
-                let settings = s3_test_server::S3TestServer::get().fresh_bucket();
+                let settings = s3::S3TestServer::get().fresh_bucket();
                 let store = S3Store::connect(settings).await.expect("S3 store");
                 Storage {
                     database_url,
@@ -132,9 +142,10 @@ impl Storage {
     }
 }
 
+/// An in-process server on a [`Storage`]; it speaks HTTP through the [`HttpClient`] it
+/// dereferences to. Dropping it stops the server.
 pub struct TestApp {
-    pub base: String,
-    pub client: reqwest::Client,
+    pub http: HttpClient,
     pub registry: Arc<Registry>,
     pub storage: Arc<Storage>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -174,80 +185,16 @@ impl TestApp {
             .await
             .expect("serve");
         });
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(8)
+            .build()
+            .expect("client");
         TestApp {
-            base,
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(8)
-                .build()
-                .expect("client"),
+            http: HttpClient::new("in-process registry", base, client),
             registry,
             storage,
             shutdown: Some(sender),
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// `host:port` of the server, for raw connections.
-    pub fn address(&self) -> &str {
-        self.base.strip_prefix("http://").expect("http base")
-    }
-
-    pub async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let text = response.text().await.expect("body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
-    }
-
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, None, None).await
-    }
-
-    pub async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, key, Some(body))
-            .await
-    }
-
-    pub async fn delete(&self, path: &str, key: Option<&str>) -> (StatusCode, Value) {
-        self.send(reqwest::Method::DELETE, path, key, None).await
-    }
-
-    /// Registers `username` (password `password-of-USERNAME`) and returns its API key.
-    pub async fn register(&self, username: &str) -> String {
-        let (status, body) = self
-            .post(
-                "/v1/auth/register",
-                None,
-                serde_json::json!({
-                    "username": username,
-                    "email": format!("{username}@example.com"),
-                    "password": format!("password-of-{username}"),
-                }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
-        body["api_key"].as_str().expect("api_key").to_owned()
     }
 
     /// An unlinked `admin:*` key, as `niso-server keys create` makes.
@@ -265,97 +212,12 @@ impl TestApp {
             .unwrap_or_else(|error| panic!("system key {name} ({scope}): {error}"));
         (created.id, created.plaintext)
     }
-
-    pub async fn upload(
-        &self,
-        key: &str,
-        name: &str,
-        version: &str,
-        arch: &str,
-        archive: Vec<u8>,
-    ) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .put(self.url(&format!("/v1/packages/{name}/{version}/{arch}")))
-            .bearer_auth(key)
-            .header("content-type", "application/octet-stream")
-            .body(archive)
-            .send()
-            .await
-            .expect("upload request");
-        let status = response.status();
-        let body = response.json().await.unwrap_or(Value::Null);
-        (status, body)
-    }
-
-    /// Uploads a small generated archive for `name@version`.
-    pub async fn publish(&self, key: &str, name: &str, version: &str, arch: &str) -> Value {
-        let archive = archives::niso(name, version, &[("bin/tool", b"#!/bin/sh\necho hi\n")]);
-        let (status, body) = self.upload(key, name, version, arch, archive).await;
-        assert_eq!(
-            status,
-            StatusCode::CREATED,
-            "publish {name}@{version}: {body}"
-        );
-        body
-    }
-
-    pub async fn download(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        let response = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("download");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.expect("body").to_vec();
-        (status, headers, body)
-    }
 }
 
-/// Asserts the registry's error shape: the status and a non-empty `error` message.
-#[track_caller]
-pub fn assert_error(actual: (StatusCode, Value), status: StatusCode) -> String {
-    let (actual_status, body) = actual;
-    assert_eq!(actual_status, status, "unexpected status; body: {body}");
-    let message = body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("error body without an error message: {body}"));
-    assert!(!message.is_empty());
-    message.to_owned()
-}
+impl Deref for TestApp {
+    type Target = HttpClient;
 
-/// Opens a connection to `address` and sends a request whose body is announced as `announced`
-/// bytes but only `sent` arrive; the rest never comes (a client that stalls).
-pub async fn stalled_request(
-    address: &str,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    announced: usize,
-    sent: &[u8],
-) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connect");
-    // JSON for the JSON endpoints, whose extractor refuses other types before reading.
-    let content_type = if path.starts_with("/v1/auth/") {
-        "application/json"
-    } else {
-        "application/octet-stream"
-    };
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {announced}\r\n\
-         Content-Type: {content_type}\r\n"
-    );
-    if let Some(key) = key {
-        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    fn deref(&self) -> &HttpClient {
+        &self.http
     }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("send head");
-    stream.write_all(sent).await.expect("send the first bytes");
-    stream.flush().await.expect("flush");
-    stream
 }

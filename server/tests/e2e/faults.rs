@@ -9,20 +9,20 @@
 //! * the same for the S3 server: downloads, chunk reads and uploads answer 503 (metadata is
 //!   still served from the database), and service resumes after the restart.
 
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::archives;
-use common::postgres::DedicatedPostgres;
 use futures::SinkExt;
+use niso_test_support::archives;
+use niso_test_support::archives::sha256_hex;
+use niso_test_support::assert_error;
+use niso_test_support::postgres::DedicatedPostgres;
+use niso_test_support::process::{Backing, Server, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Backing, Server, assert_error, eventually, run_cli, sha256_hex};
+
+use crate::NISO_SERVER;
 
 const ARCH: &str = "x86_64-linux";
 const MIB: usize = 1 << 20;
@@ -53,8 +53,9 @@ fn object_keys(dir: &Path) -> Vec<String> {
 async fn a_replica_killed_mid_upload_leaves_only_orphans_that_gc_collects() {
     let backing = Backing::new().await;
     let replica_env = backing.env(&[("NISO_UPLOAD_LEASE_SECS", "2")]);
-    let mut servers =
-        Server::start_all(&[("replica-a", &replica_env), ("replica-b", &replica_env)]).await;
+    let mut servers = NISO_SERVER
+        .start_all(&[("replica-a", &replica_env), ("replica-b", &replica_env)])
+        .await;
     let b = servers.pop().expect("replica b");
     let mut a = servers.pop().expect("replica a");
     let key = a.register("grace").await;
@@ -80,7 +81,7 @@ async fn a_replica_killed_mid_upload_leaves_only_orphans_that_gc_collects() {
     // Stream the first attempt to A, slowly, and stop feeding it once A has received 16 MiB.
     let (mut feed, body) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     let request = a
-        .http
+        .client
         .put(a.url(&format!("/v1/packages/{name}/2.0.0/{ARCH}")))
         .bearer_auth(&key)
         .header("content-type", "application/octet-stream")
@@ -161,13 +162,14 @@ async fn a_replica_killed_mid_upload_leaves_only_orphans_that_gc_collects() {
     let gc_dir = tempfile::tempdir().expect("temp dir");
     let mut gc_env = backing.env(&[("NISO_UPLOAD_LEASE_SECS", "1")]);
     gc_env.push(("NISO_LOG".into(), "warn".into()));
-    let gc = run_cli(
-        &["gc", "--once", "--grace", "0"],
-        &gc_env,
-        gc_dir.path(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let gc = NISO_SERVER
+        .run_cli(
+            &["gc", "--once", "--grace", "0"],
+            &gc_env,
+            gc_dir.path(),
+            Duration::from_secs(120),
+        )
+        .await;
     assert!(gc.status.success(), "gc failed: {}", gc.stderr);
     let report: Value = serde_json::from_str(gc.stdout.trim())
         .unwrap_or_else(|error| panic!("gc printed {:?}: {error}", gc.stdout));
@@ -211,13 +213,14 @@ async fn a_replica_killed_mid_upload_leaves_only_orphans_that_gc_collects() {
     );
 
     // A second pass finds nothing left to do.
-    let again = run_cli(
-        &["gc", "--once", "--grace", "0"],
-        &gc_env,
-        gc_dir.path(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let again = NISO_SERVER
+        .run_cli(
+            &["gc", "--once", "--grace", "0"],
+            &gc_env,
+            gc_dir.path(),
+            Duration::from_secs(120),
+        )
+        .await;
     assert!(again.status.success(), "gc failed: {}", again.stderr);
     let report: Value = serde_json::from_str(again.stdout.trim()).expect("gc JSON");
     assert_eq!(report["uploads_reaped"], 0, "{report}");
@@ -236,7 +239,7 @@ async fn timed(
 ) -> (StatusCode, Value, Duration) {
     let started = Instant::now();
     let mut request = server
-        .http
+        .client
         .request(method.clone(), server.url(path))
         .timeout(bound + Duration::from_secs(20));
     if let Some(key) = key {
@@ -287,7 +290,7 @@ fn assert_unavailable(answer: &(StatusCode, Value, Duration)) {
 async fn a_postgresql_outage_is_a_503_and_the_process_recovers() {
     let postgres = DedicatedPostgres::start();
     let backing = Backing::on_database(postgres.fresh_database().await);
-    let server = Server::start("replica", &backing.env(&[])).await;
+    let server = NISO_SERVER.start("replica", &backing.env(&[])).await;
     let key = server.register("heidi").await;
     let name = "@heidi/app";
     let v1 = archives::niso(
@@ -390,7 +393,7 @@ async fn a_postgresql_outage_is_a_503_and_the_process_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_outage_is_a_503_and_the_process_recovers() {
     let mut backing = Backing::new().await;
-    let server = Server::start("replica", &backing.env(&[])).await;
+    let server = NISO_SERVER.start("replica", &backing.env(&[])).await;
     let key = server.register("ivan").await;
     let name = "@ivan/app";
     let v1 = archives::niso(
