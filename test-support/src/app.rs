@@ -57,30 +57,13 @@ pub fn test_authority() -> SystemAuthority {
 
 pub fn test_settings() -> RegistrySettings {
     RegistrySettings {
-        max_upload_bytes: 2 * 1024 * 1024 * 1024,
-        chunking: ChunkingSettings::default(),
-        upload_lease: std::time::Duration::from_secs(900),
+        // The login limit is exercised by its own tests; a lower one keeps them short.
         login_max_failures: 5,
-        login_window: std::time::Duration::from_secs(300),
-        chunk_budget_bytes: niso_registry::chunk_pipeline::DEFAULT_BUDGET_BYTES,
-        decompression_budget_bytes: niso_registry::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
-        json_body_limit_bytes: 64 * 1024,
-        json_body_timeout: std::time::Duration::from_secs(15),
-        trusted_proxies: niso_registry::proxies::TrustedProxies::none(),
-        trusted_proxy_header: niso_registry::proxies::ForwardedHeader::XForwardedFor,
         password_hash_concurrency: 4,
         password_hash_wait: std::time::Duration::from_secs(60),
         // Every test client comes from loopback: registrations are limited in their own tests.
         registration_max_per_address: 100_000,
-        registration_window: std::time::Duration::from_secs(3600),
-        body_idle_timeout: std::time::Duration::from_secs(
-            niso_registry::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS,
-        ),
-        header_read_timeout: std::time::Duration::from_secs(
-            niso_registry::config::DEFAULT_HEADER_READ_TIMEOUT_SECS,
-        ),
-        max_concurrent_uploads: niso_registry::config::DEFAULT_MAX_CONCURRENT_UPLOADS,
-        max_uploads_per_principal: niso_registry::config::DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
+        ..RegistrySettings::default()
     }
 }
 
