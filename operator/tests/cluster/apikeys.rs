@@ -1,0 +1,122 @@
+//! ApiKeys through the running controllers: the key in the owned Secret works against
+//! niso-server over HTTP; deleting the Secret (seen through the label-selected Secret watch)
+//! rotates the key; deleting the ApiKey revokes it, and the Secret follows its owner.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams};
+use reqwest::StatusCode;
+
+use crate::Cluster;
+use crate::common::{Backend, archives};
+use niso_operator::crd::{ApiKey, ApiKeySpec};
+
+crate::for_each_backend!(an_api_key_works_rotates_and_is_revoked);
+
+const RESOURCE: &str = "apikeys";
+
+pub fn api_key(name: &str, user: Option<&str>, scope: &str, secret: &str) -> ApiKey {
+    ApiKey::new(
+        name,
+        ApiKeySpec {
+            user: user.map(str::to_owned),
+            scope: scope.into(),
+            secret_name: Some(secret.into()),
+            expires_at: None,
+        },
+    )
+}
+
+/// The key an ApiKey's Secret holds, once it holds one other than `not`.
+pub async fn secret_key(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    not: Option<&str>,
+) -> String {
+    crate::eventually(
+        &format!("Secret {namespace}/{name} with a new key"),
+        async || {
+            let object = cluster.api.object("secrets", Some(namespace), name)?;
+            let secret: Secret = serde_json::from_value(object).expect("a Secret");
+            let data = secret.data?;
+            assert_eq!(data.get("registry-url")?.0, crate::REGISTRY_URL.as_bytes());
+            let key = String::from_utf8(data.get("api-key")?.0.clone()).expect("UTF-8");
+            (Some(key.as_str()) != not).then_some(key)
+        },
+    )
+    .await
+}
+
+async fn upload(cluster: &Cluster, key: &str, version: &str) -> StatusCode {
+    let archive = archives::niso("@alice/tool", version, &[("bin/tool", b"#!/bin/sh\n")]);
+    cluster
+        .app
+        .upload(key, "@alice/tool", version, "x86_64-linux", archive)
+        .await
+        .0
+}
+
+async fn an_api_key_works_rotates_and_is_revoked(backend: Backend) {
+    let cluster = Cluster::new(backend).await;
+    cluster.app.register("alice").await;
+    let operator = cluster.operator("operator-a").await;
+
+    let created = cluster
+        .create(
+            Some("apps"),
+            &api_key("ci", Some("alice"), "pull:*,push:@alice/*", "ci-key"),
+        )
+        .await;
+    let object = cluster
+        .condition(RESOURCE, Some("apps"), "ci", "True")
+        .await;
+    let first = secret_key(&cluster, "apps", "ci-key", None).await;
+    assert!(first.starts_with(object["status"]["prefix"].as_str().expect("prefix")));
+    let secret = cluster
+        .api
+        .object("secrets", Some("apps"), "ci-key")
+        .unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        created.metadata.uid.clone().unwrap().as_str()
+    );
+    assert_eq!(upload(&cluster, &first, "1.0.0").await, StatusCode::CREATED);
+
+    // A deleted Secret is noticed through the Secret watch: a new key, the old one revoked.
+    let secrets: Api<Secret> = Api::namespaced(cluster.user(), "apps");
+    secrets
+        .delete("ci-key", &DeleteParams::default())
+        .await
+        .unwrap();
+    let second = secret_key(&cluster, "apps", "ci-key", Some(&first)).await;
+    crate::eventually("the old key to be revoked", async || {
+        cluster
+            .app
+            .registry
+            .authenticate(&first)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        upload(&cluster, &first, "1.0.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        upload(&cluster, &second, "1.0.1").await,
+        StatusCode::CREATED
+    );
+
+    // Deleting the ApiKey revokes its key; the Secret goes with its owner.
+    let keys: Api<ApiKey> = Api::namespaced(cluster.user(), "apps");
+    keys.delete("ci", &DeleteParams::default()).await.unwrap();
+    cluster.gone(RESOURCE, Some("apps"), "ci").await;
+    cluster.gone("secrets", Some("apps"), "ci-key").await;
+    assert_eq!(
+        upload(&cluster, &second, "1.0.2").await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    cluster.finish(vec![operator]).await;
+}
