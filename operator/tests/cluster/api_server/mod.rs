@@ -355,15 +355,11 @@ impl ApiServer {
                 }
                 let mut store = self.lock();
                 let existed = store.get(kind, namespace, name).is_ok();
-                let object = store.patch(
-                    kind,
-                    namespace,
-                    name,
-                    &patch,
-                    route.part,
-                    &manager,
-                    query.force,
-                )?;
+                let writer = store::Writer {
+                    manager: &manager,
+                    force: query.force,
+                };
+                let object = store.patch(kind, namespace, name, &patch, route.part, writer)?;
                 (if existed { 200 } else { 201 }, object)
             }
             "delete" => (200, self.lock().delete(kind, namespace, name)?),

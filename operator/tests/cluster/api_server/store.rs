@@ -324,9 +324,9 @@ impl Store {
         name: &str,
         patch: &PatchBody,
         part: Part,
-        manager: &str,
-        force: bool,
+        writer: Writer<'_>,
     ) -> Result<Value, ApiError> {
+        let Writer { manager, force } = writer;
         let missing = !self
             .objects
             .contains_key(&Store::key(kind, namespace, name));
@@ -602,6 +602,13 @@ impl Store {
             let _ = self.delete(kind, namespace.as_deref(), &name);
         }
     }
+}
+
+/// Who patches: the field manager, and whether an apply takes conflicting fields over.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub manager: &'a str,
+    pub force: bool,
 }
 
 /// The field managers of both parts of one object, during a write.
