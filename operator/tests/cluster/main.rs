@@ -107,15 +107,28 @@ impl Cluster {
         }
     }
 
-    /// Starts an operator replica named `identity` in the release namespace.
+    /// Starts an operator replica named `identity` in the release namespace, with the
+    /// chart's Lease.
     pub async fn operator(&self, identity: &str) -> Operator {
+        self.operator_with(identity, LEASE, |_| {}).await
+    }
+
+    /// Starts an operator replica competing for `lease`, its settings changed by `configure`
+    /// (another release is another Lease and its own settings).
+    pub async fn operator_with(
+        &self,
+        identity: &str,
+        lease: &str,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Operator {
         let client = self.api.client(identity, rbac::RELEASE_NAMESPACE);
         let registry = self.storage.registry(test_settings()).await;
         let metrics = Arc::new(Metrics::new());
         let mut settings = Settings::new(REGISTRY_URL);
         settings.min_backoff = Duration::from_millis(200);
         settings.max_backoff = Duration::from_secs(2);
-        let lease = LeaseManagerBuilder::new(client.clone(), LEASE)
+        configure(&mut settings);
+        let lease = LeaseManagerBuilder::new(client.clone(), lease)
             .with_namespace(rbac::RELEASE_NAMESPACE)
             .with_identity(identity)
             .with_duration(3)
@@ -223,11 +236,22 @@ impl Cluster {
             .collect()
     }
 
-    /// Stops the operators, then fails on any request of theirs the chart does not permit.
+    /// Stops the operators, then fails on any request of theirs the chart does not permit,
+    /// and on any status they sent to a main resource (status goes through `/status`).
     pub async fn finish(&self, operators: Vec<Operator>) {
         for operator in operators {
             operator.stop().await;
         }
-        rbac::chart_rules().assert_permit(&self.operator_requests());
+        let requests = self.operator_requests();
+        rbac::chart_rules().assert_permit(&requests);
+        let misdirected: Vec<String> = requests
+            .iter()
+            .filter(|request| request.status_dropped)
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            misdirected.is_empty(),
+            "status sent to the main resource (dropped): {misdirected:?}"
+        );
     }
 }

@@ -188,6 +188,7 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             name: Some("x".into()),
             implied: false,
+            status_dropped: false,
         }
     }
 
@@ -222,5 +223,14 @@ mod tests {
         ] {
             assert!(!rules.permits(&refused), "permitted: {refused}");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not permit")]
+    fn one_request_outside_the_rules_fails_the_check() {
+        chart_rules().assert_permit(&[
+            request("watch", "niso.online", "apikeys", None),
+            request("update", "", "secrets", Some("apps")),
+        ]);
     }
 }

@@ -59,6 +59,24 @@ pub struct Recorded {
     /// Not sent by the client: what admission checks on its behalf (owner references that
     /// block their owner's deletion need `update` on the owner's `finalizers`).
     pub implied: bool,
+    /// A write to the main resource of a kind with a `/status` subresource that carried a
+    /// status (which the server drops, as Kubernetes does).
+    pub status_dropped: bool,
+}
+
+/// Whether a write body (object, merge/apply patch or JSON patch) touches `status`.
+fn carries_status(body: &[u8]) -> bool {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => fields.contains_key("status"),
+        Ok(Value::Array(operations)) => operations.iter().any(|operation| {
+            ["path", "from"].iter().any(|field| {
+                operation[*field]
+                    .as_str()
+                    .is_some_and(|path| path == "/status" || path.starts_with("/status/"))
+            })
+        }),
+        _ => false,
+    }
 }
 
 impl std::fmt::Display for Recorded {
@@ -267,6 +285,10 @@ impl ApiServer {
             namespace: route.namespace.clone(),
             name: route.name.clone(),
             implied: false,
+            status_dropped: kind.status_subresource
+                && route.part == Part::Main
+                && matches!(verb, "create" | "update" | "patch")
+                && carries_status(body),
         });
         if query.dry_run {
             return Err(ApiError::bad_request(
@@ -414,6 +436,7 @@ impl ApiServer {
                     .map(str::to_owned),
                 name: owner["name"].as_str().map(str::to_owned),
                 implied: true,
+                status_dropped: false,
             });
         }
     }
