@@ -1,6 +1,8 @@
 //! ApiKeys through the running controllers: the key in the owned Secret works against
 //! niso-server over HTTP; deleting the Secret (seen through the label-selected Secret watch)
-//! rotates the key; deleting the ApiKey revokes it, and the Secret follows its owner.
+//! rotates the key; deleting the ApiKey revokes it, and the Secret follows its owner. A refused
+//! ApiKey is `Ready=False` with the reason, a Warning Event, and no key (the pattern of any
+//! further refusal: copy `a_refused_api_key_says_why_and_gets_no_key`).
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams};
@@ -10,7 +12,10 @@ use crate::Cluster;
 use crate::common::{Backend, archives};
 use niso_operator::crd::{ApiKey, ApiKeySpec};
 
-crate::for_each_backend!(an_api_key_works_rotates_and_is_revoked);
+crate::for_each_backend!(
+    an_api_key_works_rotates_and_is_revoked,
+    a_refused_api_key_says_why_and_gets_no_key
+);
 
 const RESOURCE: &str = "apikeys";
 
@@ -117,6 +122,60 @@ async fn an_api_key_works_rotates_and_is_revoked(backend: Backend) {
         upload(&cluster, &second, "1.0.2").await,
         StatusCode::UNAUTHORIZED
     );
+
+    cluster.finish(vec![operator]).await;
+}
+
+async fn a_refused_api_key_says_why_and_gets_no_key(backend: Backend) {
+    let cluster = Cluster::new(backend).await;
+    let operator = cluster.operator("operator-a").await;
+
+    // An unknown registry user.
+    cluster
+        .create(
+            Some("apps"),
+            &api_key("ghost", Some("nobody"), "pull:*", "ghost-key"),
+        )
+        .await;
+    cluster
+        .condition(RESOURCE, Some("apps"), "ghost", "False")
+        .await;
+    let (_, reason, message) = cluster.ready(RESOURCE, Some("apps"), "ghost").unwrap();
+    assert_eq!(reason, "UserNotFound", "{message}");
+    assert!(
+        cluster
+            .api
+            .object("secrets", Some("apps"), "ghost-key")
+            .is_none()
+    );
+    crate::eventually("the Warning Event", async || {
+        let events = cluster.events("apps", "ghost");
+        events
+            .contains(&("Warning".into(), "UserNotFound".into()))
+            .then_some(())
+    })
+    .await;
+
+    // A Secret the ApiKey does not own is never overwritten.
+    let taken: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "taken"}, "data": {"api-key": "bWluZQ=="}
+    }))
+    .unwrap();
+    cluster.create(Some("apps"), &taken).await;
+    cluster
+        .create(Some("apps"), &api_key("squatter", None, "pull:*", "taken"))
+        .await;
+    cluster
+        .condition(RESOURCE, Some("apps"), "squatter", "False")
+        .await;
+    let (_, reason, _) = cluster.ready(RESOURCE, Some("apps"), "squatter").unwrap();
+    assert_eq!(reason, "InvalidSpec");
+    let secret = cluster
+        .api
+        .object("secrets", Some("apps"), "taken")
+        .unwrap();
+    assert_eq!(secret["data"], serde_json::json!({"api-key": "bWluZQ=="}));
+    assert!(secret["metadata"].get("ownerReferences").is_none());
 
     cluster.finish(vec![operator]).await;
 }

@@ -227,6 +227,21 @@ impl Cluster {
         .await
     }
 
+    /// The Events in `namespace` about the object `name`, as (type, reason).
+    pub fn events(&self, namespace: &str, name: &str) -> Vec<(String, String)> {
+        self.api
+            .objects("events")
+            .into_iter()
+            .filter(|event| {
+                event["metadata"]["namespace"] == namespace && event["regarding"]["name"] == name
+            })
+            .map(|event| {
+                let text = |field: &str| event[field].as_str().unwrap_or_default().to_owned();
+                (text("type"), text("reason"))
+            })
+            .collect()
+    }
+
     /// The requests the operators made (everything but the test's own).
     pub fn operator_requests(&self) -> Vec<api_server::Recorded> {
         self.api
