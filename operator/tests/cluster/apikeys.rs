@@ -38,18 +38,19 @@ pub async fn secret_key(
     name: &str,
     not: Option<&str>,
 ) -> String {
-    crate::eventually(
-        &format!("Secret {namespace}/{name} with a new key"),
-        async || {
-            let object = cluster.api.object("secrets", Some(namespace), name)?;
-            let secret: Secret = serde_json::from_value(object).expect("a Secret");
-            let data = secret.data?;
-            assert_eq!(data.get("registry-url")?.0, crate::REGISTRY_URL.as_bytes());
-            let key = String::from_utf8(data.get("api-key")?.0.clone()).expect("UTF-8");
-            (Some(key.as_str()) != not).then_some(key)
-        },
-    )
-    .await
+    cluster
+        .wait(
+            &format!("Secret {namespace}/{name} with a new key"),
+            async || {
+                let object = cluster.api.object("secrets", Some(namespace), name)?;
+                let secret: Secret = serde_json::from_value(object).expect("a Secret");
+                let data = secret.data?;
+                assert_eq!(data.get("registry-url")?.0, crate::REGISTRY_URL.as_bytes());
+                let key = String::from_utf8(data.get("api-key")?.0.clone()).expect("UTF-8");
+                (Some(key.as_str()) != not).then_some(key)
+            },
+        )
+        .await
 }
 
 async fn upload(cluster: &Cluster, key: &str, version: &str) -> StatusCode {
@@ -94,16 +95,17 @@ async fn an_api_key_works_rotates_and_is_revoked(backend: Backend) {
         .await
         .unwrap();
     let second = secret_key(&cluster, "apps", "ci-key", Some(&first)).await;
-    crate::eventually("the old key to be revoked", async || {
-        cluster
-            .app
-            .registry
-            .authenticate(&first)
-            .await
-            .is_err()
-            .then_some(())
-    })
-    .await;
+    cluster
+        .wait("the old key to be revoked", async || {
+            cluster
+                .app
+                .registry
+                .authenticate(&first)
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
     assert_eq!(
         upload(&cluster, &first, "1.0.1").await,
         StatusCode::UNAUTHORIZED
@@ -148,13 +150,14 @@ async fn a_refused_api_key_says_why_and_gets_no_key(backend: Backend) {
             .object("secrets", Some("apps"), "ghost-key")
             .is_none()
     );
-    crate::eventually("the Warning Event", async || {
-        let events = cluster.events("apps", "ghost");
-        events
-            .contains(&("Warning".into(), "UserNotFound".into()))
-            .then_some(())
-    })
-    .await;
+    cluster
+        .wait("the Warning Event", async || {
+            let events = cluster.events("apps", "ghost");
+            events
+                .contains(&("Warning".into(), "UserNotFound".into()))
+                .then_some(())
+        })
+        .await;
 
     // A Secret the ApiKey does not own is never overwritten.
     let taken: Secret = serde_json::from_value(serde_json::json!({

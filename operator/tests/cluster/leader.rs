@@ -1,10 +1,10 @@
 //! Two operator replicas, one Lease: only the holder runs the controllers (the other makes no
 //! request to the custom resources at all), and the other takes over when the holder stops.
 
+use crate::Cluster;
 use crate::apikeys::{api_key, secret_key};
 use crate::common::Backend;
 use crate::namespaces::registry_namespace;
-use crate::{Cluster, eventually};
 use niso_operator::crd::DeletionPolicy;
 
 crate::for_each_backend!(one_lease_one_reconciler_and_a_takeover);
@@ -23,10 +23,11 @@ async fn one_lease_one_reconciler_and_a_takeover(backend: Backend) {
     let cluster = Cluster::new(backend).await;
     cluster.app.register("alice").await;
     let a = cluster.operator("operator-a").await;
-    eventually("operator-a to hold the Lease", async || {
-        a.is_leader().then_some(())
-    })
-    .await;
+    cluster
+        .wait("operator-a to hold the Lease", async || {
+            a.is_leader().then_some(())
+        })
+        .await;
     let b = cluster.operator("operator-b").await;
 
     cluster
@@ -47,10 +48,11 @@ async fn one_lease_one_reconciler_and_a_takeover(backend: Backend) {
     );
 
     a.stop().await;
-    eventually("operator-b to take the Lease over", async || {
-        b.is_leader().then_some(())
-    })
-    .await;
+    cluster
+        .wait("operator-b to take the Lease over", async || {
+            b.is_leader().then_some(())
+        })
+        .await;
     cluster
         .create(
             Some("apps"),

@@ -2,7 +2,9 @@
 //! run` wires them: a Lease, then `run_controllers_while_leader`) against an in-memory
 //! Kubernetes API server (`api_server`) and a real registry on both backends (SQLite + files,
 //! PostgreSQL + S3), served over HTTP by an in-process niso-server on the same storage. Every
-//! request an operator makes is recorded and checked against the chart's RBAC (`rbac`).
+//! request an operator makes is recorded and checked against the chart's RBAC (`rbac`): a
+//! request the chart does not permit is refused (403), as a real API server would, and fails
+//! the test.
 //!
 //! A scenario is a few lines: `Cluster::new(backend)`, `cluster.operator("a")`, create objects
 //! with `cluster.create(...)`, wait with `cluster.condition(...)` / `eventually`, and end with
@@ -100,11 +102,14 @@ impl Cluster {
     pub async fn new(backend: Backend) -> Cluster {
         let storage = Arc::new(Storage::new(backend).await);
         let app = TestApp::on_storage(storage.clone(), test_settings()).await;
-        Cluster {
-            api: ApiServer::new(),
-            app,
-            storage,
-        }
+        // The operators get what the chart grants them, as from a real API server: a refused
+        // request is a 403 for them, and fails the test in `finish`.
+        let rules = rbac::chart_rules();
+        let api = ApiServer::new();
+        api.authorize_with(Arc::new(|request: &api_server::Recorded| {
+            request.user == USER || rules.permits(request)
+        }));
+        Cluster { api, app, storage }
     }
 
     /// Starts an operator replica named `identity` in the release namespace, with the
@@ -180,6 +185,26 @@ impl Cluster {
         serde_json::from_value(serde_json::to_value(created).expect("JSON")).expect("the kind")
     }
 
+    /// Polls `check` like [`eventually`], failing at once when the chart's RBAC refused an
+    /// operator's request (the operator would retry forever).
+    pub async fn wait<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        eventually(what, async || {
+            let refused: Vec<String> = self
+                .operator_requests()
+                .iter()
+                .filter(|request| request.refused)
+                .map(ToString::to_string)
+                .collect();
+            assert!(
+                refused.is_empty(),
+                "the chart's RBAC refused (waiting for {what}):\n  {}",
+                refused.join("\n  ")
+            );
+            check().await
+        })
+        .await
+    }
+
     /// The Ready condition of an object: (status, reason, message).
     pub fn ready(
         &self,
@@ -206,7 +231,7 @@ impl Cluster {
         name: &str,
         status: &str,
     ) -> Value {
-        eventually(&format!("{resource} {name} Ready={status}"), async || {
+        self.wait(&format!("{resource} {name} Ready={status}"), async || {
             let object = self.api.object(resource, namespace, name)?;
             let ready = self.ready(resource, namespace, name)?;
             let current =
@@ -218,7 +243,7 @@ impl Cluster {
 
     /// Waits until an object is gone from the API.
     pub async fn gone(&self, resource: &str, namespace: Option<&str>, name: &str) {
-        eventually(&format!("{resource} {name} to be gone"), async || {
+        self.wait(&format!("{resource} {name} to be gone"), async || {
             self.api
                 .object(resource, namespace, name)
                 .is_none()

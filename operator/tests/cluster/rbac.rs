@@ -189,6 +189,7 @@ mod tests {
             name: Some("x".into()),
             implied: false,
             status_dropped: false,
+            refused: false,
         }
     }
 

@@ -22,6 +22,7 @@ mod store;
 mod tests;
 mod watch;
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,8 @@ pub struct Recorded {
     /// A write to the main resource of a kind with a `/status` subresource that carried a
     /// status (which the server drops, as Kubernetes does).
     pub status_dropped: bool,
+    /// Refused by the authorizer (403).
+    pub refused: bool,
 }
 
 /// Whether a write body (object, merge/apply patch or JSON patch) touches `status`.
@@ -110,6 +113,33 @@ pub struct Shared {
     /// Bumped to end every open watch.
     epoch: AtomicU64,
     requests: Mutex<Vec<Recorded>>,
+    /// When set, requests it refuses get 403 Forbidden, as RBAC would answer them.
+    authorizer: Mutex<Option<Authorizer>>,
+    /// Kinds answered with 404, as when their CRD is not installed.
+    uninstalled: Mutex<BTreeSet<String>>,
+}
+
+/// Decides whether a request is allowed (e.g. `rbac::Rules::permits`).
+pub type Authorizer = Arc<dyn Fn(&Recorded) -> bool + Send + Sync>;
+
+fn forbidden(request: &Recorded) -> ApiError {
+    ApiError::new(
+        403,
+        "Forbidden",
+        format!(
+            "{} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {}",
+            request.resource,
+            request.name.as_deref().unwrap_or_default(),
+            request.user,
+            request.verb,
+            request.resource,
+            request.group,
+            match &request.namespace {
+                Some(namespace) => format!("in the namespace \"{namespace}\""),
+                None => "at the cluster scope".to_owned(),
+            }
+        ),
+    )
 }
 
 impl Shared {
@@ -151,6 +181,8 @@ impl ApiServer {
                 changes: tokio::sync::watch::channel(0).0,
                 epoch: AtomicU64::new(0),
                 requests: Mutex::new(Vec::new()),
+                authorizer: Mutex::new(None),
+                uninstalled: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -253,12 +285,34 @@ impl ApiServer {
         response
     }
 
-    fn record(&self, recorded: Recorded) {
+    /// Records a request, then asks the authorizer (if any).
+    fn authorize(&self, mut recorded: Recorded) -> Result<(), ApiError> {
+        let authorizer = self.shared.authorizer.lock().expect("lock").clone();
+        let allowed = authorizer.is_none_or(|authorizer| authorizer(&recorded));
+        recorded.refused = !allowed;
+        let refusal = (!allowed).then(|| forbidden(&recorded));
         self.shared
             .requests
             .lock()
             .expect("requests lock")
             .push(recorded);
+        refusal.map_or(Ok(()), Err)
+    }
+
+    /// From now on, requests `authorizer` refuses get 403 Forbidden.
+    pub fn authorize_with(&self, authorizer: Authorizer) {
+        *self.shared.authorizer.lock().expect("lock") = Some(authorizer);
+    }
+
+    /// From now on, requests for `resource` get 404, as when its CRD is not installed.
+    pub fn uninstall(&self, resource: &str) {
+        assert!(kind_of(resource).is_some(), "not a served kind: {resource}");
+        self.shared
+            .uninstalled
+            .lock()
+            .expect("lock")
+            .insert(resource.to_owned());
+        self.close_watches();
     }
 
     fn serve(
@@ -274,7 +328,7 @@ impl ApiServer {
         let query = routing::query(query)?;
         let verb = routing::verb(method, &route, &query)?;
         let kind = route.kind;
-        self.record(Recorded {
+        self.authorize(Recorded {
             user: user.to_owned(),
             verb: verb.to_owned(),
             group: kind.group.to_owned(),
@@ -289,7 +343,21 @@ impl ApiServer {
                 && route.part == Part::Main
                 && matches!(verb, "create" | "update" | "patch")
                 && carries_status(body),
-        });
+            refused: false,
+        })?;
+        if self
+            .shared
+            .uninstalled
+            .lock()
+            .expect("lock")
+            .contains(kind.resource)
+        {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
         if query.dry_run {
             return Err(ApiError::bad_request(
                 "dryRun is not supported by this test server",
@@ -313,7 +381,7 @@ impl ApiServer {
             .clone()
             .unwrap_or_else(|| user.to_owned());
         if matches!(verb, "create" | "update" | "patch") {
-            self.record_implied(user, namespace, body);
+            self.record_implied(user, namespace, body)?;
         }
         let (code, object) = match verb {
             "get" => (200, self.lock().get(kind, namespace, name)?),
@@ -405,12 +473,17 @@ impl ApiServer {
 
     /// What admission checks for owner references that block their owner's deletion: `update`
     /// on the owner's `finalizers` subresource.
-    fn record_implied(&self, user: &str, namespace: Option<&str>, body: &[u8]) {
+    fn record_implied(
+        &self,
+        user: &str,
+        namespace: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
         let Ok(body) = serde_json::from_slice::<Value>(body) else {
-            return;
+            return Ok(());
         };
         let Some(owners) = body["metadata"]["ownerReferences"].as_array() else {
-            return;
+            return Ok(());
         };
         for owner in owners
             .iter()
@@ -418,7 +491,7 @@ impl ApiServer {
         {
             let api_version = owner["apiVersion"].as_str().unwrap_or_default();
             let kind = routing::kind_named(api_version, owner["kind"].as_str().unwrap_or_default());
-            self.record(Recorded {
+            self.authorize(Recorded {
                 user: user.to_owned(),
                 verb: "update".into(),
                 group: api_version
@@ -437,7 +510,9 @@ impl ApiServer {
                 name: owner["name"].as_str().map(str::to_owned),
                 implied: true,
                 status_dropped: false,
-            });
+                refused: false,
+            })?;
         }
+        Ok(())
     }
 }

@@ -348,3 +348,77 @@ async fn a_selected_watch_sees_objects_enter_and_leave_the_selection() {
     }
     assert_eq!(seen, ["added s", "modified s", "deleted s"]);
 }
+
+#[tokio::test]
+async fn refused_requests_are_forbidden_and_uninstalled_kinds_are_not_found() {
+    let server = ApiServer::new();
+    server.authorize_with(std::sync::Arc::new(|request: &super::Recorded| {
+        request.resource != "secrets" || request.verb != "create"
+    }));
+    let secrets: Api<Secret> = Api::namespaced(server.client("t", "apps"), "apps");
+    let error = secrets
+        .create(&PostParams::default(), &secret("s", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(code(error), (403, "Forbidden".into()));
+    assert!(
+        secrets.get_opt("s").await.unwrap().is_none(),
+        "refused writes change nothing"
+    );
+    let recorded = server.requests();
+    assert_eq!(
+        recorded[0].verb, "create",
+        "refused requests are recorded too"
+    );
+
+    let keys: Api<ApiKey> = Api::namespaced(server.client("t", "apps"), "apps");
+    keys.list(&Default::default()).await.unwrap();
+    server.uninstall("apikeys");
+    let error = keys.list(&Default::default()).await.unwrap_err();
+    assert_eq!(code(error), (404, "NotFound".into()));
+}
+
+/// Admission's check for owner references that block their owner's deletion is recorded as
+/// the `update` of the owner's `finalizers` it needs.
+#[tokio::test]
+async fn a_blocking_owner_reference_implies_updating_the_owners_finalizers() {
+    let server = ApiServer::new();
+    let client = server.client("t", "apps");
+    let keys: Api<ApiKey> = Api::namespaced(client.clone(), "apps");
+    let secrets: Api<Secret> = Api::namespaced(client, "apps");
+    let key = keys
+        .create(&PostParams::default(), &api_key("ci", "pull:*"))
+        .await
+        .unwrap();
+    let mut owner = key.controller_owner_ref(&()).unwrap();
+    let mut owned = secret("plain", json!({}));
+    owned.metadata.owner_references = Some(vec![owner.clone()]);
+    secrets
+        .create(&PostParams::default(), &owned)
+        .await
+        .unwrap();
+    assert!(!server.requests().iter().any(|request| request.implied));
+    owner.block_owner_deletion = Some(true);
+    let mut blocking = secret("blocking", json!({}));
+    blocking.metadata.owner_references = Some(vec![owner]);
+    secrets
+        .create(&PostParams::default(), &blocking)
+        .await
+        .unwrap();
+    let implied: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.implied)
+        .collect();
+    assert_eq!(implied.len(), 1, "{implied:?}");
+    assert_eq!(
+        (
+            implied[0].verb.as_str(),
+            implied[0].group.as_str(),
+            implied[0].resource.as_str()
+        ),
+        ("update", "niso.online", "apikeys/finalizers")
+    );
+    assert_eq!(implied[0].namespace.as_deref(), Some("apps"));
+    assert_eq!(implied[0].name.as_deref(), Some("ci"));
+}
