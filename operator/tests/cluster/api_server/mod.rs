@@ -2,10 +2,13 @@
 //! serving the kinds the operator uses (its two custom resources, Secrets, Events, Leases)
 //! with the semantics its controllers, finalizers, status writes and leader election rely on.
 //! Every request is recorded with the identity of the client that made it, so a test can
-//! check them against the chart's RBAC.
+//! check them against the chart's RBAC; an authorizer can refuse them (403) and a kind can be
+//! uninstalled (404), as with missing RBAC or CRDs. This module dispatches requests.
 //!
 //! - `routing`: kinds, paths, query, verbs;
-//! - `store`: objects, resourceVersion, generation, status split, finalizers, cascade;
+//! - `audit`: the recorded requests, implied ones, 403 answers;
+//! - `store`: objects, resourceVersion, generation, finalizers, cascade, history (`writes`:
+//!   update, patch and apply, the status split);
 //! - `patch`: JSON / merge / strategic patch bodies;
 //! - `apply`: server-side apply and field managers;
 //! - `watch`: streamed watches and resumption;
@@ -13,6 +16,7 @@
 //! - `errors`: `Status` bodies.
 
 mod apply;
+mod audit;
 mod errors;
 mod patch;
 mod routing;
@@ -36,6 +40,8 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 pub use apply::Managers;
+pub use audit::{Authorizer, Recorded};
+use audit::{carries_status, forbidden};
 pub use errors::ApiError;
 pub use routing::kind_of;
 
@@ -44,66 +50,6 @@ pub use routing::kind_of;
 pub enum Part {
     Main,
     Status,
-}
-
-/// One request, as RBAC sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    /// The client's identity (`ApiServer::client`).
-    pub user: String,
-    pub verb: String,
-    pub group: String,
-    /// `apikeys`, or `apikeys/status` for a subresource.
-    pub resource: String,
-    pub namespace: Option<String>,
-    pub name: Option<String>,
-    /// Not sent by the client: what admission checks on its behalf (owner references that
-    /// block their owner's deletion need `update` on the owner's `finalizers`).
-    pub implied: bool,
-    /// A write to the main resource of a kind with a `/status` subresource that carried a
-    /// status (which the server drops, as Kubernetes does).
-    pub status_dropped: bool,
-    /// Refused by the authorizer (403).
-    pub refused: bool,
-}
-
-/// Whether a write body (object, merge/apply patch or JSON patch) touches `status`.
-fn carries_status(body: &[u8]) -> bool {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(fields)) => fields.contains_key("status"),
-        Ok(Value::Array(operations)) => operations.iter().any(|operation| {
-            ["path", "from"].iter().any(|field| {
-                operation[*field]
-                    .as_str()
-                    .is_some_and(|path| path == "/status" || path.starts_with("/status/"))
-            })
-        }),
-        _ => false,
-    }
-}
-
-impl std::fmt::Display for Recorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {}{} in {} name {}{}",
-            self.user,
-            self.verb,
-            if self.group.is_empty() { "core/" } else { "" },
-            if self.group.is_empty() {
-                self.resource.clone()
-            } else {
-                format!("{}.{}", self.resource, self.group)
-            },
-            self.namespace.as_deref().unwrap_or("(cluster)"),
-            self.name.as_deref().unwrap_or("(all)"),
-            if self.implied {
-                " (implied by admission)"
-            } else {
-                ""
-            },
-        )
-    }
 }
 
 pub struct Shared {
@@ -117,29 +63,6 @@ pub struct Shared {
     authorizer: Mutex<Option<Authorizer>>,
     /// Kinds answered with 404, as when their CRD is not installed.
     uninstalled: Mutex<BTreeSet<String>>,
-}
-
-/// Decides whether a request is allowed (e.g. `rbac::Rules::permits`).
-pub type Authorizer = Arc<dyn Fn(&Recorded) -> bool + Send + Sync>;
-
-fn forbidden(request: &Recorded) -> ApiError {
-    ApiError::new(
-        403,
-        "Forbidden",
-        format!(
-            "{} \"{}\" is forbidden: User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {}",
-            request.resource,
-            request.name.as_deref().unwrap_or_default(),
-            request.user,
-            request.verb,
-            request.resource,
-            request.group,
-            match &request.namespace {
-                Some(namespace) => format!("in the namespace \"{namespace}\""),
-                None => "at the cluster scope".to_owned(),
-            }
-        ),
-    )
 }
 
 impl Shared {
@@ -471,47 +394,15 @@ impl ApiServer {
         self.shared.store.lock().expect("store lock")
     }
 
-    /// What admission checks for owner references that block their owner's deletion: `update`
-    /// on the owner's `finalizers` subresource.
+    /// Records (and authorizes) what admission checks on behalf of a write.
     fn record_implied(
         &self,
         user: &str,
         namespace: Option<&str>,
         body: &[u8],
     ) -> Result<(), ApiError> {
-        let Ok(body) = serde_json::from_slice::<Value>(body) else {
-            return Ok(());
-        };
-        let Some(owners) = body["metadata"]["ownerReferences"].as_array() else {
-            return Ok(());
-        };
-        for owner in owners
-            .iter()
-            .filter(|owner| owner["blockOwnerDeletion"] == true)
-        {
-            let api_version = owner["apiVersion"].as_str().unwrap_or_default();
-            let kind = routing::kind_named(api_version, owner["kind"].as_str().unwrap_or_default());
-            self.authorize(Recorded {
-                user: user.to_owned(),
-                verb: "update".into(),
-                group: api_version
-                    .rsplit_once('/')
-                    .map(|(group, _)| group)
-                    .unwrap_or_default()
-                    .to_owned(),
-                resource: format!(
-                    "{}/finalizers",
-                    kind.map(|kind| kind.resource).unwrap_or("unknown")
-                ),
-                namespace: kind
-                    .filter(|kind| kind.namespaced)
-                    .and(namespace)
-                    .map(str::to_owned),
-                name: owner["name"].as_str().map(str::to_owned),
-                implied: true,
-                status_dropped: false,
-                refused: false,
-            })?;
+        for implied in audit::implied(user, namespace, body) {
+            self.authorize(implied)?;
         }
         Ok(())
     }
