@@ -422,3 +422,30 @@ async fn a_blocking_owner_reference_implies_updating_the_owners_finalizers() {
     assert_eq!(implied[0].namespace.as_deref(), Some("apps"));
     assert_eq!(implied[0].name.as_deref(), Some("ci"));
 }
+
+/// A watch that asked for bookmarks ends, at its timeout, with one carrying the last revision.
+#[tokio::test]
+async fn a_watch_ends_at_its_timeout_with_a_bookmark() {
+    let server = ApiServer::new();
+    let secrets: Api<Secret> = Api::namespaced(server.client("t", "apps"), "apps");
+    let created = secrets
+        .create(&PostParams::default(), &secret("a", json!({})))
+        .await
+        .unwrap();
+    let params = WatchParams::default().timeout(1);
+    assert!(params.bookmarks);
+    let events: Vec<_> = secrets
+        .watch(&params, &created.resource_version().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    match events.as_slice() {
+        [WatchEvent::Bookmark(bookmark)] => assert_eq!(
+            Some(bookmark.metadata.resource_version.clone()),
+            created.resource_version()
+        ),
+        other => panic!("expected one bookmark, got {other:?}"),
+    }
+}
