@@ -1,9 +1,9 @@
-//! RegistryNamespaces through the running controllers: Ready and present in the registry,
-//! status written through `/status` only, surviving closed and expired watches, and deletion
-//! with `deletionPolicy: Delete` (the finalizer holds the object until the registry
-//! namespace is gone).
+//! RegistryNamespaces through the running controllers: Ready and present in the registry, a
+//! spec change reconciled as a new generation, status written through `/status` only,
+//! surviving closed and expired watches, and deletion with `deletionPolicy: Delete` (the
+//! finalizer holds the object until the registry namespace is gone) or `Retain`.
 
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use niso_operator::crd::{DeletionPolicy, RegistryNamespace, RegistryNamespaceSpec};
 
 use crate::Cluster;
@@ -29,6 +29,7 @@ const RESOURCE: &str = "registrynamespaces";
 async fn a_registry_namespace_lives_and_dies_with_its_object(backend: Backend) {
     let cluster = Cluster::new(backend).await;
     cluster.app.register("alice").await;
+    cluster.app.register("bob").await;
     let operator = cluster.operator("operator-a").await;
 
     cluster
@@ -50,6 +51,20 @@ async fn a_registry_namespace_lives_and_dies_with_its_object(backend: Backend) {
         .await
         .expect("in the registry");
     assert!(view.managed);
+
+    // A spec change is a new generation, reconciled through the watch.
+    let namespaces: Api<RegistryNamespace> = Api::all(cluster.user());
+    let members = serde_json::json!({"spec": {"members": [{"username": "bob", "role": "member"}]}});
+    let patched = namespaces
+        .patch("team", &PatchParams::default(), &Patch::Merge(members))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let object = cluster.condition(RESOURCE, None, "team", "True").await;
+    assert_eq!(object["status"]["observedGeneration"], 2);
+    assert_eq!(object["status"]["memberCount"], 2);
+    let view = cluster.app.registry.namespace_view("@team").await.unwrap();
+    assert!(view.members.iter().any(|member| member.username == "bob"));
 
     // Status came through /status (a status sent to the main resource is dropped), by the
     // operator's field manager.
