@@ -3,6 +3,14 @@
 //! read back, so a changed scope, user or expiry, a key revoked in the registry or a lost
 //! Secret rotates it: a new key is created, written, recorded in status, and only then are the
 //! old one (and any orphan of a crash mid-rotation) revoked. Deletion revokes (finalizer).
+//!
+//! A key is minted only if its Kubernetes namespace is granted everything the scope asks
+//! (`grant`); otherwise the resource is `Forbidden` and any key it held is revoked.
+//!
+//! The Secret records the id of the key it holds (annotation `niso.online/key-id`) and is read
+//! fresh on every reconcile, while the resource may come from a stale cache: after a rotation,
+//! the Secret's watch event can start a reconcile whose resource still shows the old (just
+//! revoked) key id. The Secret's record wins then, so such a reconcile does not rotate again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,6 +31,7 @@ use crate::conditions::{self, RECONCILED};
 use crate::context::{Context, MANAGER};
 use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::error::{Error, Result};
+use crate::grant::Requester;
 use crate::reconciler::{Reconciled, fail, write_status};
 
 /// The `controller` label of this controller's metrics.
@@ -31,6 +40,8 @@ pub const CONTROLLER: &str = "apikey";
 pub const SECRET_KEY: &str = "api-key";
 /// Secret data key holding the registry's URL.
 pub const SECRET_URL: &str = "registry-url";
+/// Annotation on the Secret: the registry id of the key it holds.
+pub const KEY_ID_ANNOTATION: &str = "niso.online/key-id";
 /// Label put on the Secrets the operator writes (the controller watches those).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
 
@@ -88,6 +99,7 @@ pub fn secret_name(key: &ApiKey) -> String {
 
 /// What the live key should look like.
 struct Desired {
+    scope_set: ScopeSet,
     scope: String,
     user: Option<String>,
     expires_at: Option<Time>,
@@ -116,6 +128,7 @@ fn desired(key: &ApiKey) -> Result<Desired> {
     };
     Ok(Desired {
         scope: scope.to_string(),
+        scope_set: scope,
         user: key.spec.user.clone(),
         expires_at: key.spec.expires_at.clone(),
         expiry,
@@ -187,13 +200,52 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
     }
 }
 
-async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Result<Outcome> {
+async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<Outcome> {
     let desired = desired(key)?;
     let registry = &ctx.registry;
     let namespace = key.namespace().unwrap_or_default();
+    let grants = ctx.grants().ok_or_else(|| {
+        Error::GrantsNotLoaded(
+            "the RegistryNamespaces holding the grants are not loaded yet; retrying".into(),
+        )
+    })?;
+    if let Err(missing) = grants.authorize(
+        &Requester::namespace(&namespace),
+        &desired.scope_set,
+        desired.user.as_deref(),
+    ) {
+        // Whatever this resource was granted before is withdrawn: its key stops working.
+        let revoked = registry
+            .revoke_keys_named(&ctx.authority, &key_name(key), None)
+            .await?;
+        if revoked > 0 {
+            tracing::info!(
+                namespace = %namespace,
+                name = %key.name_any(),
+                "revoked the key of an ApiKey that is no longer granted its scope"
+            );
+        }
+        return Err(Error::Forbidden(format!("{missing}; no key is issued")));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = chrono::Utc::now().naive_utc();
     let expired = desired.expiry.is_some_and(|at| at <= now);
+
+    // Read fresh (never from a cache): what the Secret holds is the truth about the live key.
+    let secret = secrets.get_opt(&desired.secret_name).await?;
+    if let Some(secret) = &secret
+        && !owned_by(secret, key)
+    {
+        return Err(Error::InvalidSpec(format!(
+            "Secret {} exists and is not owned by this ApiKey; choose another secretName",
+            desired.secret_name
+        )));
+    }
+    let held = secret
+        .as_ref()
+        .and_then(|secret| secret_value(secret, SECRET_KEY));
+    let recorded = recorded_key(key, ctx, cached, secret.as_ref(), held.as_deref()).await?;
+    let previous = recorded.as_ref().unwrap_or(cached);
 
     // Why the live key (if any) cannot stay.
     let mut rotate: Option<&str> = None;
@@ -217,18 +269,6 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         }
     }
 
-    let secret = secrets.get_opt(&desired.secret_name).await?;
-    if let Some(secret) = &secret
-        && !owned_by(secret, key)
-    {
-        return Err(Error::InvalidSpec(format!(
-            "Secret {} exists and is not owned by this ApiKey; choose another secretName",
-            desired.secret_name
-        )));
-    }
-    let held = secret
-        .as_ref()
-        .and_then(|secret| secret_value(secret, SECRET_KEY));
     if rotate.is_none() {
         let prefix = previous.prefix.as_deref().unwrap_or("\u{0}");
         match &held {
@@ -263,7 +303,8 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
             .as_deref()
             != Some(ctx.settings.registry_url.as_str())
         {
-            write_secret(key, ctx, &desired.secret_name, &value).await?;
+            let id = previous.key_id.expect("a key in place has an id");
+            write_secret(key, ctx, &desired.secret_name, &value, id).await?;
         }
         let ready = if expired {
             conditions::ready(
@@ -339,7 +380,15 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidScope(message)),
         Err(error) => return Err(error.into()),
     };
-    if let Err(error) = write_secret(key, ctx, &desired.secret_name, &created.plaintext).await {
+    if let Err(error) = write_secret(
+        key,
+        ctx,
+        &desired.secret_name,
+        &created.plaintext,
+        created.id,
+    )
+    .await
+    {
         // Nobody will ever see this key: take it back before reporting the failure.
         if let Err(revoke_error) = registry
             .revoke_key_by_authority(&ctx.authority, created.id)
@@ -369,6 +418,55 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         stale_secret,
         requeue,
     })
+}
+
+/// The status the Secret tells of when it holds a live key of this resource other than the
+/// one `cached` (the resource as the cache gave it) names: a rotation whose status write the
+/// cache has not seen yet. None when the Secret agrees with `cached` or proves nothing (no
+/// record, a revoked or foreign key, a value that is not that key's).
+async fn recorded_key(
+    key: &ApiKey,
+    ctx: &Context,
+    cached: &ApiKeyStatus,
+    secret: Option<&Secret>,
+    held: Option<&str>,
+) -> Result<Option<ApiKeyStatus>> {
+    let (Some(secret), Some(held)) = (secret, held) else {
+        return Ok(None);
+    };
+    let Some(id) = secret
+        .annotations()
+        .get(KEY_ID_ANNOTATION)
+        .and_then(|id| id.parse::<i64>().ok())
+    else {
+        return Ok(None);
+    };
+    if cached.key_id == Some(id) {
+        return Ok(None);
+    }
+    let Some(live) = ctx.registry.managed_key(&ctx.authority, id).await? else {
+        return Ok(None);
+    };
+    if live.revoked || live.name != key_name(key) || !held.starts_with(&live.prefix) {
+        return Ok(None);
+    }
+    let expires_at = match live.expires_at {
+        Some(at) => Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(at.and_utc().timestamp()).map_err(
+                |error| Error::InvalidSpec(format!("the key's expiry is out of range: {error}")),
+            )?,
+        )),
+        None => None,
+    };
+    Ok(Some(ApiKeyStatus {
+        key_id: Some(id),
+        prefix: Some(live.prefix),
+        scope: Some(live.scope),
+        user: live.username,
+        expires_at,
+        secret_name: Some(secret.name_any()),
+        ..cached.clone()
+    }))
 }
 
 fn ready_condition(key: &ApiKey, status: &ApiKeyStatus, secret_name: &str) -> Condition {
@@ -411,8 +509,15 @@ fn secret_value(secret: &Secret, field: &str) -> Option<String> {
         .and_then(|value| String::from_utf8(value.0.clone()).ok())
 }
 
-/// Creates or replaces the Secret (server-side apply), owned by the ApiKey.
-async fn write_secret(key: &ApiKey, ctx: &Context, name: &str, value: &str) -> Result<()> {
+/// Creates or replaces the Secret (server-side apply), owned by the ApiKey, recording the id
+/// of the key it holds.
+async fn write_secret(
+    key: &ApiKey,
+    ctx: &Context,
+    name: &str,
+    value: &str,
+    key_id: i64,
+) -> Result<()> {
     let namespace = key.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let owner = key
@@ -425,6 +530,10 @@ async fn write_secret(key: &ApiKey, ctx: &Context, name: &str, value: &str) -> R
             labels: Some(BTreeMap::from([(
                 MANAGED_BY.0.to_owned(),
                 MANAGED_BY.1.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                KEY_ID_ANNOTATION.to_owned(),
+                key_id.to_string(),
             )])),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()

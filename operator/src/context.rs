@@ -2,17 +2,21 @@
 //! metrics, the settings, and the per-object failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
 
 use niso_registry::Registry;
 use niso_registry::permissions::SystemAuthority;
 
+use crate::crd::RegistryNamespace;
+use crate::grant::Grants;
 use crate::metrics::Metrics;
 
 /// The field manager of every write, and the Event reporter.
@@ -29,6 +33,9 @@ pub struct Settings {
     /// First retry delay after a failure; doubles per consecutive failure, up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Kubernetes namespaces whose ApiKeys may hold registry-wide scopes or act as a registry
+    /// user (`NISO_OPERATOR_PRIVILEGED_NAMESPACES`).
+    pub privileged_namespaces: Vec<String>,
 }
 
 impl Settings {
@@ -38,6 +45,7 @@ impl Settings {
             resync: Duration::from_secs(300),
             min_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            privileged_namespaces: Vec::new(),
         }
     }
 }
@@ -52,6 +60,9 @@ pub struct Context {
     pub settings: Settings,
     reporter: Reporter,
     backoff: Backoff,
+    /// The RegistryNamespaces as the controller's cache holds them: the grants. Replaced each
+    /// time the controllers start; not ready (no grant is known) until its first full list.
+    namespaces: RwLock<Store<RegistryNamespace>>,
 }
 
 /// Per-object exponential backoff: the first retry after `min`, doubling per consecutive
@@ -105,7 +116,26 @@ impl Context {
                 instance,
             },
             backoff,
+            namespaces: RwLock::new(reflector::store().0),
         }
+    }
+
+    /// Uses `store` (the RegistryNamespace controller's cache) for the grants.
+    pub fn use_namespace_store(&self, store: Store<RegistryNamespace>) {
+        *self.namespaces.write().expect("store lock") = store;
+    }
+
+    /// The grants in force, or None while the RegistryNamespace cache has not been listed
+    /// once: deciding on an empty cache would refuse (and revoke) keys that are granted.
+    pub fn grants(&self) -> Option<Grants> {
+        let store = self.namespaces.read().expect("store lock").clone();
+        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            return None;
+        }
+        Some(Grants::from_resources(
+            &store.state(),
+            &self.settings.privileged_namespaces,
+        ))
     }
 
     /// Publishes an Event; a failure to do so is logged, never fatal. Each Event is new: the

@@ -21,6 +21,8 @@ pub const GROUP: &str = "niso.online";
 pub const USERNAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,38}$";
 /// `@` + a username: a namespace.
 pub const NAMESPACE_PATTERN: &str = "^@[a-z0-9][a-z0-9-]{0,38}$";
+/// A Kubernetes namespace or ServiceAccount name (DNS label).
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A Kubernetes Secret name (DNS subdomain).
 pub const SECRET_NAME_PATTERN: &str =
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -87,13 +89,30 @@ pub struct RegistryNamespaceSpec {
     /// Username of the owner (set at creation).
     #[schemars(regex(pattern = USERNAME_PATTERN), length(max = 39))]
     pub owner: String,
-    /// Members besides the owner. The registry is made to match this list exactly.
+    /// Members besides the owner. With `membersPolicy: Merge` (default) these are added or
+    /// given their role and everyone else is left alone (members are also managed through
+    /// the API); with `Exact` the registry is made to match this list exactly (and the API
+    /// refuses member changes).
     #[serde(default)]
     #[schemars(
         length(max = 1000),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["username"])
     )]
     pub members: Vec<MemberSpec>,
+    /// `Merge` (default): the listed members are ensured, others are kept. `Exact`: members
+    /// not listed are removed.
+    #[serde(default)]
+    pub members_policy: MembersPolicy,
+    /// Take over a namespace that already exists in the registry and that no resource manages
+    /// (made through the API). Without it such a namespace is left alone and this resource
+    /// reports `AdoptionRequired`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+    /// Which Kubernetes namespaces may hold `ApiKey`s for this registry namespace, with which
+    /// actions. An `ApiKey` whose scope asks for more than its namespace is granted gets no key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub grants: Vec<GrantSpec>,
     /// What happens in the registry when this resource is deleted: `Retain` (default) gives the
     /// namespace back to the API, `Delete` removes it if it has no packages.
     #[serde(default)]
@@ -113,6 +132,40 @@ pub struct MemberSpec {
 pub enum MemberRole {
     Admin,
     Member,
+}
+
+/// Kubernetes namespaces (and optionally ServiceAccounts in them) granted actions on the
+/// packages of a registry namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantSpec {
+    /// Kubernetes namespaces.
+    #[schemars(length(min = 1, max = 100), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = 63)))]
+    pub namespaces: Vec<String>,
+    /// When set, only these ServiceAccounts of those namespaces (for keyless workload access);
+    /// such a grant gives `ApiKey`s nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = 63)))]
+    pub service_accounts: Vec<String>,
+    /// `pull`, `push`, `delete`, `admin` (admin implies the others).
+    #[schemars(length(min = 1, max = 4))]
+    pub actions: Vec<GrantAction>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GrantAction {
+    Pull,
+    Push,
+    Delete,
+    Admin,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MembersPolicy {
+    #[default]
+    Merge,
+    Exact,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -8,6 +8,7 @@ pub mod context;
 pub mod crd;
 pub mod error;
 pub mod gc;
+pub mod grant;
 pub mod http;
 pub mod metrics;
 pub mod namespace;

@@ -136,14 +136,15 @@ fn without_conditions(status: &impl Serialize) -> Option<serde_json::Value> {
 }
 
 /// Ends a reconcile with `error`: a failure of the Kubernetes API is only retried (status
-/// could not be written either); any other is reported in status and, when news, an Event.
+/// could not be written either), and so is a wait for the grants to load (nothing is wrong
+/// with the object); any other is reported in status and, when news, an Event.
 pub async fn fail<K: Reconciled>(
     object: &K,
     ctx: &Context,
     previous: &K::Status,
     error: Error,
 ) -> Result<Action> {
-    if !matches!(error, Error::Kube(_)) {
+    if !matches!(error, Error::Kube(_) | Error::GrantsNotLoaded(_)) {
         let ready = conditions::ready(
             false,
             error.reason(),

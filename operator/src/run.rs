@@ -67,10 +67,39 @@ pub struct OperatorConfig {
     pub lease_duration_secs: u64,
     /// `POD_NAME`, else `HOSTNAME`: this replica's identity in the Lease and its Events.
     pub identity: Option<String>,
+    /// `NISO_OPERATOR_PRIVILEGED_NAMESPACES` (comma-separated, default none): Kubernetes
+    /// namespaces whose ApiKeys may hold registry-wide scopes and act as registry users.
+    pub privileged_namespaces: Vec<String>,
 }
 
 fn invalid(name: &str, value: &str, reason: &str) -> anyhow::Error {
     anyhow::anyhow!("invalid {name}={value:?}: {reason}")
+}
+
+/// A comma-separated list of Kubernetes namespace names (DNS labels).
+fn namespace_list(variable: &str, value: &str) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for name in value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let valid = name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !valid {
+            return Err(invalid(
+                variable,
+                value,
+                &format!("{name:?} is not a Kubernetes namespace name"),
+            ));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
 }
 
 impl OperatorConfig {
@@ -122,7 +151,12 @@ impl OperatorConfig {
                 "must be at least 2",
             ));
         }
+        let privileged_namespaces = match get("NISO_OPERATOR_PRIVILEGED_NAMESPACES") {
+            Some(value) => namespace_list("NISO_OPERATOR_PRIVILEGED_NAMESPACES", &value)?,
+            None => Vec::new(),
+        };
         Ok(OperatorConfig {
+            privileged_namespaces,
             registry_url,
             listen,
             gc: GcSettings {
@@ -199,11 +233,15 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
     let (leader, lease_task) = lease.watch().await;
     tracing::info!(%identity, lease = %operator.lease_name, "waiting for the Lease");
 
+    let settings = Settings {
+        privileged_namespaces: operator.privileged_namespaces.clone(),
+        ..Settings::new(operator.registry_url.clone())
+    };
     let ctx = Arc::new(Context::new(
         client.clone(),
         registry.clone(),
         metrics.clone(),
-        Settings::new(operator.registry_url.clone()),
+        settings,
         Some(identity.clone()),
     ));
     let gc = tokio::spawn(crate::gc::run_loop(
@@ -310,10 +348,14 @@ async fn run_controllers(
     let namespaces = Controller::new(
         Api::<RegistryNamespace>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(stop_namespaces)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    );
+    // The ApiKey controller decides on grants from this cache (it is not ready, and no key is
+    // decided on, until the first list is in).
+    ctx.use_namespace_store(namespaces.store());
+    let namespaces = namespaces
+        .graceful_shutdown_on(stop_namespaces)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|_| futures::future::ready(()));
     let keys = Controller::new(
         Api::<ApiKey>::all(client.clone()),
         watcher::Config::default(),
@@ -367,8 +409,10 @@ mod tests {
             ("NISO_GC_GRACE_SECS", "0"),
             ("POD_NAMESPACE", "niso-system"),
             ("POD_NAME", "niso-operator-abc"),
+            ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", " niso-system, ci ,"),
         ])
         .unwrap();
+        assert_eq!(config.privileged_namespaces, ["niso-system", "ci"]);
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.gc.interval, Duration::from_secs(30));
         assert_eq!(config.gc.grace, Duration::ZERO);
@@ -386,6 +430,7 @@ mod tests {
             ("NISO_GC_INTERVAL_SECS", "0"),
             ("NISO_OPERATOR_LISTEN", "everywhere"),
             ("NISO_OPERATOR_LEASE_SECS", "1"),
+            ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", "ops,Team_A"),
         ] {
             let mut vars = vec![("NISO_REGISTRY_URL", "https://niso.example.com")];
             vars.push((name, value));

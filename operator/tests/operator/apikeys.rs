@@ -24,6 +24,7 @@ use niso_operator::reconciler::reconcile;
 crate::for_each_backend!(
     creation_writes_the_key_into_an_owned_secret,
     a_changed_scope_rotates_the_key,
+    a_stale_cache_does_not_rotate_twice,
     a_deleted_secret_rotates_the_key,
     deletion_revokes_the_key,
     an_invalid_scope_changes_nothing,
@@ -244,6 +245,70 @@ async fn a_changed_scope_rotates_the_key(backend: Backend) {
     ));
     let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();
     assert_eq!(principal.scope.to_string(), "pull:*");
+    assert_eq!(live_keys(&fixture).await, 1);
+}
+
+/// After a rotation, the Secret's watch event starts a reconcile while the cache still holds
+/// the resource with the old (now revoked) key id: that reconcile must not rotate again.
+async fn a_stale_cache_does_not_rotate_twice(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    let (key, secret, _) = create(&mut fixture, resource(None, "pull:*,push:@alice/*")).await;
+    let old_id = key.status.as_ref().unwrap().key_id.unwrap();
+    let mut changed = key.clone();
+    changed.spec.scope = "pull:*".into();
+    changed.metadata.generation = Some(2);
+    let object = json_of(&changed);
+    let mut secret_patch = Value::Null;
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Normal", "KeyRotated").await;
+    })
+    .await
+    .expect("rotated");
+    let (rotated_secret, value) = written_secret(&secret_patch);
+    let new_id = status_patch["status"]["keyId"].as_i64().unwrap();
+    assert_ne!(new_id, old_id);
+    assert_eq!(
+        rotated_secret["metadata"]["annotations"]["niso.online/key-id"],
+        new_id.to_string(),
+        "the Secret records the key it holds"
+    );
+
+    // The stale resource: the new spec, the old status (key id revoked by the rotation).
+    assert_eq!(changed.status.as_ref().unwrap().key_id, Some(old_id));
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, rotated_secret.clone()))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+    })
+    .await
+    .expect("no second rotation");
+    assert_eq!(status_patch["status"]["keyId"].as_i64(), Some(new_id));
+    assert_eq!(status_patch["status"]["scope"], "pull:*");
+    assert_eq!(ready_of(&status_patch).0, "True");
+    let principal = fixture.app.registry.authenticate(&value).await.unwrap();
+    assert_eq!(
+        principal.key_id, new_id,
+        "the key the workload read still works"
+    );
     assert_eq!(live_keys(&fixture).await, 1);
 }
 

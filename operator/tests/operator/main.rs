@@ -6,7 +6,9 @@
 mod common;
 
 mod apikeys;
+mod claims;
 mod gc;
+mod grants;
 mod lease;
 mod metrics;
 mod mock;
@@ -17,10 +19,15 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use common::{Backend, TestApp, test_settings};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use niso_operator::context::{Context, Settings};
+use niso_operator::crd::RegistryNamespace;
 use niso_operator::metrics::Metrics;
 
 pub const REGISTRY_URL: &str = "https://niso.example.com";
+/// The Kubernetes namespace the fixture's operator trusts with registry-wide keys.
+pub const PRIVILEGED: &str = "apps";
 
 /// A registry served over HTTP (for uploads and API checks) and an operator context on the
 /// same registry, talking to a scripted API.
@@ -34,15 +41,36 @@ impl Fixture {
     pub async fn new(backend: Backend) -> Fixture {
         let app = TestApp::with_settings(backend, test_settings()).await;
         let (client, api) = mock::client();
+        let settings = Settings {
+            privileged_namespaces: vec![PRIVILEGED.into()],
+            ..Settings::new(REGISTRY_URL)
+        };
         let ctx = Arc::new(Context::new(
             client,
             app.registry.clone(),
             Arc::new(Metrics::new()),
-            Settings::new(REGISTRY_URL),
+            settings,
             Some("test".into()),
         ));
+        ctx.use_namespace_store(listed(&[]));
         Fixture { app, ctx, api }
     }
+
+    /// The operator now sees these RegistryNamespaces (and their grants).
+    pub fn set_namespaces(&self, resources: &[RegistryNamespace]) {
+        self.ctx.use_namespace_store(listed(resources));
+    }
+}
+
+/// A RegistryNamespace cache that has listed `resources`.
+pub fn listed(resources: &[RegistryNamespace]) -> Store<RegistryNamespace> {
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for resource in resources {
+        writer.apply_watcher_event(&watcher::Event::InitApply(resource.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
 }
 
 /// `object` with `status` from an apply patch of the status subresource.
