@@ -17,6 +17,7 @@ use niso_registry::permissions::SystemAuthority;
 
 use crate::crd::RegistryNamespace;
 use crate::grant::Grants;
+use crate::http::Readiness;
 use crate::metrics::Metrics;
 
 /// The field manager of every write, and the Event reporter.
@@ -36,6 +37,28 @@ pub struct Settings {
     /// Kubernetes namespaces whose ApiKeys may hold registry-wide scopes or act as a registry
     /// user (`NISO_OPERATOR_PRIVILEGED_NAMESPACES`).
     pub privileged_namespaces: Vec<String>,
+    /// The registry instance this operator serves (`NISO_OPERATOR_INSTANCE`): when set, only
+    /// objects labelled `niso.online/instance=<it>` are reconciled; others are left alone (an
+    /// Event says so on those without the label). None: every object.
+    pub instance: Option<String>,
+    /// Kubernetes namespaces whose ApiKeys this operator watches
+    /// (`NISO_OPERATOR_WATCH_NAMESPACES`); empty: all.
+    pub watch_namespaces: Vec<String>,
+}
+
+/// The label naming the registry instance an object belongs to.
+pub const INSTANCE_LABEL: &str = "niso.online/instance";
+
+/// Whether an object is this operator's to reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Responsibility {
+    Mine,
+    /// Labelled for another instance: its operator reconciles it.
+    OtherInstance,
+    /// In a namespace this operator does not watch.
+    OtherNamespace,
+    /// No instance label while this operator serves a named instance.
+    Unlabelled(String),
 }
 
 impl Settings {
@@ -46,6 +69,8 @@ impl Settings {
             min_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
             privileged_namespaces: Vec::new(),
+            instance: None,
+            watch_namespaces: Vec::new(),
         }
     }
 }
@@ -58,6 +83,8 @@ pub struct Context {
     pub authority: SystemAuthority,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// What `/ready` reports: fed by the controllers' watch results.
+    pub readiness: Arc<Readiness>,
     reporter: Reporter,
     backoff: Backoff,
     /// The RegistryNamespaces as the controller's cache holds them: the grants. Replaced each
@@ -111,12 +138,44 @@ impl Context {
             authority: SystemAuthority::root_of_trust(MANAGER),
             metrics,
             settings,
+            readiness: Arc::new(Readiness::new()),
             reporter: Reporter {
                 controller: MANAGER.into(),
                 instance,
             },
             backoff,
             namespaces: RwLock::new(reflector::store().0),
+        }
+    }
+
+    /// Whether the object (its namespace, None when cluster-scoped, and labels) is this
+    /// operator's to reconcile.
+    pub fn responsibility(
+        &self,
+        namespace: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Responsibility {
+        if let Some(namespace) = namespace
+            && !self.settings.watch_namespaces.is_empty()
+            && !self
+                .settings
+                .watch_namespaces
+                .iter()
+                .any(|watched| watched == namespace)
+        {
+            return Responsibility::OtherNamespace;
+        }
+        let Some(instance) = &self.settings.instance else {
+            return Responsibility::Mine;
+        };
+        match labels.get(INSTANCE_LABEL) {
+            Some(label) if label == instance => Responsibility::Mine,
+            Some(_) => Responsibility::OtherInstance,
+            None => Responsibility::Unlabelled(format!(
+                "left alone: no {INSTANCE_LABEL} label, and this operator serves the registry \
+                 instance {instance} (label the object {INSTANCE_LABEL}={instance} to have it \
+                 reconciled)"
+            )),
         }
     }
 

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub gc_orphan_objects_deleted: IntCounter,
     pub gc_orphan_bytes_reclaimed: IntCounter,
     pub leader: IntGauge,
+    pub ready: IntGauge,
 }
 
 const BUCKETS: &[f64] = &[
@@ -114,8 +115,14 @@ impl Metrics {
             "1 while this replica holds the Lease (and runs the controllers and GC)",
         )
         .expect("valid metric");
+        let ready = IntGauge::new(
+            "niso_operator_ready",
+            "1 while /ready answers 200: a standby, or the leader with every controller listing and watching",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ready.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconciles.clone()),
             Box::new(reconcile_failures.clone()),
             Box::new(reconcile_seconds.clone()),
             Box::new(gc_runs.clone()),
@@ -144,6 +151,7 @@ impl Metrics {
             gc_orphan_objects_deleted,
             gc_orphan_bytes_reclaimed,
             leader,
+            ready,
         }
     }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -70,6 +72,11 @@ pub struct OperatorConfig {
     /// `NISO_OPERATOR_PRIVILEGED_NAMESPACES` (comma-separated, default none): Kubernetes
     /// namespaces whose ApiKeys may hold registry-wide scopes and act as registry users.
     pub privileged_namespaces: Vec<String>,
+    /// `NISO_OPERATOR_INSTANCE`: reconcile only objects labelled `niso.online/instance=<it>`.
+    pub instance: Option<String>,
+    /// `NISO_OPERATOR_WATCH_NAMESPACES` (comma-separated, default all): where ApiKeys are
+    /// watched.
+    pub watch_namespaces: Vec<String>,
 }
 
 fn invalid(name: &str, value: &str, reason: &str) -> anyhow::Error {
@@ -155,8 +162,41 @@ impl OperatorConfig {
             Some(value) => namespace_list("NISO_OPERATOR_PRIVILEGED_NAMESPACES", &value)?,
             None => Vec::new(),
         };
+        let watch_namespaces = match get("NISO_OPERATOR_WATCH_NAMESPACES") {
+            Some(value) => namespace_list("NISO_OPERATOR_WATCH_NAMESPACES", &value)?,
+            None => Vec::new(),
+        };
+        let instance = match get("NISO_OPERATOR_INSTANCE") {
+            Some(value) => {
+                let value = value.trim().to_owned();
+                // A label value: 63 characters, alphanumeric at both ends, `-_.` inside.
+                let valid = value.len() <= 63
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && value
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_alphanumeric())
+                    && value
+                        .bytes()
+                        .last()
+                        .is_some_and(|b| b.is_ascii_alphanumeric());
+                if !valid {
+                    return Err(invalid(
+                        "NISO_OPERATOR_INSTANCE",
+                        &value,
+                        "expected a Kubernetes label value (letters, digits, '-', '_', '.')",
+                    ));
+                }
+                Some(value)
+            }
+            None => None,
+        };
         Ok(OperatorConfig {
             privileged_namespaces,
+            watch_namespaces,
+            instance,
             registry_url,
             listen,
             gc: GcSettings {
@@ -196,28 +236,45 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
+    check_resources(&client, &operator).await?;
     let listener = TcpListener::bind(operator.listen)
         .await
         .with_context(|| format!("cannot listen on {}", operator.listen))?;
+    let identity = operator
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("niso-operator-{}", std::process::id()));
+    let settings = Settings {
+        privileged_namespaces: operator.privileged_namespaces.clone(),
+        instance: operator.instance.clone(),
+        watch_namespaces: operator.watch_namespaces.clone(),
+        ..Settings::new(operator.registry_url.clone())
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry.clone(),
+        metrics.clone(),
+        settings,
+        Some(identity.clone()),
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let http = {
         let mut shutdown = shutdown_rx.clone();
         tokio::spawn(crate::http::serve(
             listener,
-            metrics.clone(),
-            registry.clone(),
+            crate::http::Endpoints {
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                readiness: ctx.readiness.clone(),
+            },
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
             },
         ))
     };
-    tracing::info!(listen = %operator.listen, "serving /health and /metrics");
+    tracing::info!(listen = %operator.listen, "serving /health, /ready and /metrics");
 
-    let identity = operator
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("niso-operator-{}", std::process::id()));
     let lease_namespace = operator
         .lease_namespace
         .clone()
@@ -233,17 +290,6 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
     let (leader, lease_task) = lease.watch().await;
     tracing::info!(%identity, lease = %operator.lease_name, "waiting for the Lease");
 
-    let settings = Settings {
-        privileged_namespaces: operator.privileged_namespaces.clone(),
-        ..Settings::new(operator.registry_url.clone())
-    };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        registry.clone(),
-        metrics.clone(),
-        settings,
-        Some(identity.clone()),
-    ));
     let gc = tokio::spawn(crate::gc::run_loop(
         registry.clone(),
         metrics.clone(),
@@ -270,6 +316,44 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("timed out releasing the Lease"),
     }
     let _ = http.await;
+    Ok(())
+}
+
+/// Fails the start-up, saying what to do, when a custom resource cannot be listed: a missing
+/// CRD or RBAC would otherwise leave controllers retrying silently while nothing happens.
+async fn check_resources(client: &Client, operator: &OperatorConfig) -> anyhow::Result<()> {
+    let params = ListParams::default().limit(1);
+    let explain = |plural: &str, error: kube::Error| -> anyhow::Error {
+        match &error {
+            kube::Error::Api(status) if status.code == 404 => anyhow::anyhow!(
+                "the CustomResourceDefinition {plural}.niso.online is not installed: apply the \
+                 CRDs (crds/ in the repository, or the chart's crds/) before the operator"
+            ),
+            kube::Error::Api(status) if status.code == 403 => anyhow::anyhow!(
+                "this ServiceAccount may not list {plural}.niso.online ({}): check the \
+                 operator's ClusterRole/Role bindings",
+                status.message
+            ),
+            _ => anyhow::Error::new(error).context(format!("cannot list {plural}.niso.online")),
+        }
+    };
+    Api::<RegistryNamespace>::all(client.clone())
+        .list_metadata(&params)
+        .await
+        .map_err(|error| explain("registrynamespaces", error))?;
+    if operator.watch_namespaces.is_empty() {
+        Api::<ApiKey>::all(client.clone())
+            .list_metadata(&params)
+            .await
+            .map_err(|error| explain("apikeys", error))?;
+    } else {
+        for namespace in &operator.watch_namespaces {
+            Api::<ApiKey>::namespaced(client.clone(), namespace)
+                .list_metadata(&params)
+                .await
+                .map_err(|error| explain("apikeys", error))?;
+        }
+    }
     Ok(())
 }
 
@@ -309,6 +393,8 @@ pub async fn run_controllers_while_leader(
         }
         tracing::info!("holding the Lease: starting the controllers");
         ctx.metrics.leader.set(1);
+        ctx.readiness
+            .start_leading(&[crate::namespace::CONTROLLER, apikey::CONTROLLER]);
         let (stop_namespaces, namespaces_stopped) = futures::channel::oneshot::channel::<()>();
         let (stop_keys, keys_stopped) = futures::channel::oneshot::channel::<()>();
         let controllers = run_controllers(
@@ -332,10 +418,41 @@ pub async fn run_controllers_while_leader(
         };
         tokio::join!(controllers, stop);
         ctx.metrics.leader.set(0);
+        ctx.readiness.stop_leading();
         tracing::info!("controllers stopped");
         if *shutdown.borrow() {
             break;
         }
+    }
+}
+
+/// Feeds one controller's results to `/ready` and the log: a watch error (missing CRD, RBAC
+/// that forbids list or watch, an API server that went away) at warn; any reconcile, failed
+/// or not, proves the watch works again. Reconcile failures are logged by the reconciler.
+fn report<T>(
+    ctx: &Context,
+    controller: &'static str,
+    result: std::result::Result<T, kube::runtime::controller::Error<crate::Error, watcher::Error>>,
+) {
+    use kube::runtime::controller::Error as ControllerError;
+    match result {
+        Err(ControllerError::QueueError(error)) => {
+            tracing::warn!(controller, %error, "cannot list or watch; retrying");
+            ctx.readiness.failing(controller, error.to_string());
+        }
+        Err(ControllerError::ObjectNotFound(_)) => {}
+        Ok(_) | Err(_) => ctx.readiness.working(controller),
+    }
+}
+
+/// Marks `controller` working once `store` has listed.
+async fn ready_when_listed<K>(ctx: Arc<Context>, controller: &'static str, store: Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    if store.wait_until_ready().await.is_ok() {
+        ctx.readiness.working(controller);
     }
 }
 
@@ -351,27 +468,73 @@ async fn run_controllers(
     );
     // The ApiKey controller decides on grants from this cache (it is not ready, and no key is
     // decided on, until the first list is in).
-    ctx.use_namespace_store(namespaces.store());
+    let namespace_store = namespaces.store();
+    ctx.use_namespace_store(namespace_store.clone());
+    let namespaces_ctx = ctx.clone();
     let namespaces = namespaces
         .graceful_shutdown_on(stop_namespaces)
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|_| futures::future::ready(()));
-    let keys = Controller::new(
-        Api::<ApiKey>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Secret>::all(client),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            apikey::MANAGED_BY.0,
-            apikey::MANAGED_BY.1
-        )),
-    )
-    .graceful_shutdown_on(stop_keys)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()));
-    tokio::join!(namespaces, keys);
+        .for_each(move |result| {
+            report(&namespaces_ctx, crate::namespace::CONTROLLER, result);
+            futures::future::ready(())
+        });
+    let namespaces_listed =
+        ready_when_listed(ctx.clone(), crate::namespace::CONTROLLER, namespace_store);
+
+    // One ApiKey controller over the whole cluster, or one per watched namespace (so the
+    // operator needs rights only there).
+    let scopes: Vec<Option<String>> = if ctx.settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        ctx.settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
+    let stop_keys = stop_keys.shared();
+    let secrets_selector = format!("{}={}", apikey::MANAGED_BY.0, apikey::MANAGED_BY.1);
+    let mut keys = Vec::new();
+    let mut keys_listed = Vec::new();
+    for scope in scopes {
+        let (api_keys, secrets) = match &scope {
+            None => (
+                Api::<ApiKey>::all(client.clone()),
+                Api::<Secret>::all(client.clone()),
+            ),
+            Some(namespace) => (
+                Api::<ApiKey>::namespaced(client.clone(), namespace),
+                Api::<Secret>::namespaced(client.clone(), namespace),
+            ),
+        };
+        let controller = Controller::new(api_keys, watcher::Config::default()).owns(
+            secrets,
+            watcher::Config::default().labels(&secrets_selector),
+        );
+        keys_listed.push(ready_when_listed(
+            ctx.clone(),
+            apikey::CONTROLLER,
+            controller.store(),
+        ));
+        let keys_ctx = ctx.clone();
+        keys.push(
+            controller
+                .graceful_shutdown_on(stop_keys.clone())
+                .run(reconcile, error_policy, ctx.clone())
+                .for_each(move |result| {
+                    report(&keys_ctx, apikey::CONTROLLER, result);
+                    futures::future::ready(())
+                }),
+        );
+    }
+    // The readiness waits end with their controllers (a dropped store is never ready).
+    tokio::join!(
+        namespaces,
+        namespaces_listed,
+        futures::future::join_all(keys),
+        futures::future::join_all(keys_listed),
+    );
 }
 
 #[cfg(test)]
@@ -410,9 +573,13 @@ mod tests {
             ("POD_NAMESPACE", "niso-system"),
             ("POD_NAME", "niso-operator-abc"),
             ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", " niso-system, ci ,"),
+            ("NISO_OPERATOR_WATCH_NAMESPACES", "team-a,team-b"),
+            ("NISO_OPERATOR_INSTANCE", "prod"),
         ])
         .unwrap();
         assert_eq!(config.privileged_namespaces, ["niso-system", "ci"]);
+        assert_eq!(config.watch_namespaces, ["team-a", "team-b"]);
+        assert_eq!(config.instance.as_deref(), Some("prod"));
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.gc.interval, Duration::from_secs(30));
         assert_eq!(config.gc.grace, Duration::ZERO);
@@ -431,6 +598,8 @@ mod tests {
             ("NISO_OPERATOR_LISTEN", "everywhere"),
             ("NISO_OPERATOR_LEASE_SECS", "1"),
             ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", "ops,Team_A"),
+            ("NISO_OPERATOR_WATCH_NAMESPACES", "-a"),
+            ("NISO_OPERATOR_INSTANCE", "prod/eu"),
         ] {
             let mut vars = vec![("NISO_REGISTRY_URL", "https://niso.example.com")];
             vars.push((name, value));

@@ -13,6 +13,7 @@ mod lease;
 mod metrics;
 mod mock;
 mod namespaces;
+mod scoping;
 
 use std::sync::Arc;
 
@@ -39,12 +40,20 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(backend: Backend) -> Fixture {
+        Fixture::with_settings(backend, |settings| settings).await
+    }
+
+    /// A fixture whose operator settings `adjust` changes.
+    pub async fn with_settings(
+        backend: Backend,
+        adjust: impl FnOnce(Settings) -> Settings,
+    ) -> Fixture {
         let app = TestApp::with_settings(backend, test_settings()).await;
         let (client, api) = mock::client();
-        let settings = Settings {
+        let settings = adjust(Settings {
             privileged_namespaces: vec![PRIVILEGED.into()],
             ..Settings::new(REGISTRY_URL)
-        };
+        });
         let ctx = Arc::new(Context::new(
             client,
             app.registry.clone(),
