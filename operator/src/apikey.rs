@@ -25,6 +25,7 @@ use kube::{Resource, ResourceExt};
 
 use niso_registry::auth::scope::ScopeSet;
 use niso_registry::keys::CreatedKey;
+use niso_registry::managed::ManagedKey;
 use niso_registry::names::validate_username;
 
 use crate::conditions::{self, RECONCILED};
@@ -33,6 +34,7 @@ use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::error::{Error, Result};
 use crate::grant::Requester;
 use crate::reconciler::{Reconciled, fail, write_status};
+use crate::renewal::Validity;
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "apikey";
@@ -104,6 +106,8 @@ struct Desired {
     user: Option<String>,
     expires_at: Option<Time>,
     expiry: Option<chrono::NaiveDateTime>,
+    /// With `duration`: how the key renews.
+    validity: Option<Validity>,
     secret_name: String,
 }
 
@@ -132,6 +136,7 @@ fn desired(key: &ApiKey) -> Result<Desired> {
         user: key.spec.user.clone(),
         expires_at: key.spec.expires_at.clone(),
         expiry,
+        validity: Validity::of(&key.spec)?,
         secret_name: secret_name(key),
     })
 }
@@ -152,6 +157,11 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
     match converge(key, ctx, &previous).await {
         Ok(outcome) => {
             write_status(key, ctx, &previous, &outcome.status).await?;
+            ctx.metrics.key_expiry(
+                &key.namespace().unwrap_or_default(),
+                &key.name_any(),
+                outcome.status.not_after.as_ref().map(|at| at.0.as_second()),
+            );
             let reference = key.object_ref(&());
             if let Some((created, why)) = &outcome.created {
                 // Recorded: now the old key (and any orphan of an interrupted rotation) goes.
@@ -249,13 +259,39 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
 
     // Why the live key (if any) cannot stay.
     let mut rotate: Option<&str> = None;
+    let mut live: Option<ManagedKey> = None;
     match previous.key_id {
         None => rotate = Some("new"),
         Some(id) => match registry.managed_key(&ctx.authority, id).await? {
             None => rotate = Some("the key is gone from the registry"),
-            Some(live) if live.revoked => rotate = Some("the key was revoked in the registry"),
-            Some(_) => {}
+            Some(found) if found.revoked => rotate = Some("the key was revoked in the registry"),
+            Some(found) => live = Some(found),
         },
+    }
+    // The registry's record of the live key (not status, which a stale cache may show) says
+    // whether its lifetime is the one asked for, and when it is due for renewal.
+    let renewal = match (&desired.validity, live.as_ref()) {
+        (Some(validity), Some(live)) => match live.expires_at {
+            Some(not_after) => {
+                let lifetime = not_after - live.created_at;
+                if (lifetime - validity.duration).abs() > chrono::TimeDelta::minutes(1) {
+                    rotate = rotate.or(Some("duration changed"));
+                }
+                Some(validity.renewal_time(not_after))
+            }
+            None => {
+                rotate = rotate.or(Some("duration set"));
+                None
+            }
+        },
+        (None, Some(live)) if desired.expiry.is_none() && live.expires_at.is_some() => {
+            rotate = rotate.or(Some("expiry removed"));
+            None
+        }
+        _ => None,
+    };
+    if rotate.is_none() && renewal.is_some_and(|at| at <= now) {
+        rotate = Some("renewal");
     }
     if rotate.is_none() {
         if previous.scope.as_deref() != Some(desired.scope.as_str()) {
@@ -284,25 +320,28 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
         .clone()
         .filter(|old| *old != desired.secret_name);
 
-    let requeue = match desired.expiry {
-        Some(at) if !expired => ctx.settings.resync.min(
-            (at - now)
-                .to_std()
-                .unwrap_or_default()
-                .saturating_add(Duration::from_secs(1)),
-        ),
+    let until = |at: chrono::NaiveDateTime| {
+        (at - now)
+            .to_std()
+            .unwrap_or_default()
+            .saturating_add(Duration::from_secs(1))
+    };
+    let mut requeue = match desired.expiry {
+        Some(at) if !expired => ctx.settings.resync.min(until(at)),
         _ => ctx.settings.resync,
     };
+    if let Some(at) = renewal {
+        requeue = requeue.min(until(at));
+    }
 
     let Some(why) = rotate else {
         // The key is live and in place; keep the Secret's URL current.
         let value = held.expect("a key in place is held by the Secret");
-        if secret
-            .as_ref()
-            .and_then(|s| secret_value(s, SECRET_URL))
-            .as_deref()
-            != Some(ctx.settings.registry_url.as_str())
-        {
+        let secret_current = secret.as_ref().is_some_and(|secret| {
+            secret_value(secret, SECRET_URL).as_deref() == Some(ctx.settings.registry_url.as_str())
+                && carries_template(secret, key)
+        });
+        if !secret_current {
             let id = previous.key_id.expect("a key in place has an id");
             write_secret(key, ctx, &desired.secret_name, &value, id).await?;
         }
@@ -317,10 +356,14 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
         } else {
             ready_condition(key, previous, &desired.secret_name)
         };
+        let live = live.as_ref();
         return Ok(Outcome {
             status: ApiKeyStatus {
                 conditions: vec![ready],
                 observed_generation: key.metadata.generation,
+                not_after: live.and_then(|live| live.expires_at).map(to_time),
+                renewal_time: renewal.map(to_time),
+                last_used_at: live.and_then(|live| live.last_used_at).map(to_time),
                 ..previous.clone()
             },
             created: None,
@@ -339,6 +382,9 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
             status: ApiKeyStatus {
                 key_id: None,
                 prefix: None,
+                not_after: None,
+                renewal_time: None,
+                last_used_at: None,
                 scope: Some(desired.scope.clone()),
                 user: desired.user.clone(),
                 expires_at: desired.expires_at.clone(),
@@ -361,13 +407,16 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
         });
     }
 
+    let not_after = desired
+        .expiry
+        .or_else(|| desired.validity.map(|validity| validity.not_after(now)));
     let created = match registry
         .create_key_by_authority(
             &ctx.authority,
             desired.user.as_deref(),
             &key_name(key),
             &desired.scope,
-            desired.expiry,
+            not_after,
         )
         .await
     {
@@ -405,6 +454,13 @@ async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<
         user: desired.user.clone(),
         expires_at: desired.expires_at.clone(),
         secret_name: Some(desired.secret_name.clone()),
+        not_after: not_after.map(to_time),
+        renewal_time: desired
+            .validity
+            .zip(not_after)
+            .map(|(validity, not_after)| to_time(validity.renewal_time(not_after))),
+        last_rotation_time: Some(to_time(now)),
+        last_used_at: None,
         conditions: vec![],
         observed_generation: key.metadata.generation,
     };
@@ -450,13 +506,10 @@ async fn recorded_key(
     if live.revoked || live.name != key_name(key) || !held.starts_with(&live.prefix) {
         return Ok(None);
     }
-    let expires_at = match live.expires_at {
-        Some(at) => Some(Time(
-            k8s_openapi::jiff::Timestamp::from_second(at.and_utc().timestamp()).map_err(
-                |error| Error::InvalidSpec(format!("the key's expiry is out of range: {error}")),
-            )?,
-        )),
-        None => None,
+    // A fixed expiry is what spec.expiresAt asked; a renewed key's end is only notAfter.
+    let expires_at = match key.spec.duration {
+        Some(_) => None,
+        None => live.expires_at.map(to_time),
     };
     Ok(Some(ApiKeyStatus {
         key_id: Some(id),
@@ -464,6 +517,8 @@ async fn recorded_key(
         scope: Some(live.scope),
         user: live.username,
         expires_at,
+        not_after: live.expires_at.map(to_time),
+        last_rotation_time: Some(to_time(live.created_at)),
         secret_name: Some(secret.name_any()),
         ..cached.clone()
     }))
@@ -485,6 +540,28 @@ fn ready_condition(key: &ApiKey, status: &ApiKeyStatus, secret_name: &str) -> Co
         key.metadata.generation,
         previous,
     )
+}
+
+/// A registry time (UTC, no zone) as a Kubernetes time, to the second.
+fn to_time(at: chrono::NaiveDateTime) -> Time {
+    Time(
+        k8s_openapi::jiff::Timestamp::from_second(at.and_utc().timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+/// Whether the Secret carries the labels and annotations of `spec.secretTemplate`.
+fn carries_template(secret: &Secret, key: &ApiKey) -> bool {
+    let Some(template) = &key.spec.secret_template else {
+        return true;
+    };
+    let has_all = |wanted: &BTreeMap<String, String>, present: &BTreeMap<String, String>| {
+        wanted
+            .iter()
+            .all(|(name, value)| present.get(name) == Some(value))
+    };
+    has_all(&template.labels, secret.labels())
+        && has_all(&template.annotations, secret.annotations())
 }
 
 fn format_time(time: &Option<Time>) -> String {
@@ -523,18 +600,19 @@ async fn write_secret(
     let owner = key
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("the ApiKey has no uid yet".into()))?;
+    // The template's metadata first, ours over it: the watch selects on our label, and the
+    // key id is what a stale cache is checked against.
+    let template = key.spec.secret_template.clone().unwrap_or_default();
+    let mut labels = template.labels;
+    labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    let mut annotations = template.annotations;
+    annotations.insert(KEY_ID_ANNOTATION.to_owned(), key_id.to_string());
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY.0.to_owned(),
-                MANAGED_BY.1.to_owned(),
-            )])),
-            annotations: Some(BTreeMap::from([(
-                KEY_ID_ANNOTATION.to_owned(),
-                key_id.to_string(),
-            )])),
+            labels: Some(labels),
+            annotations: Some(annotations),
             owner_references: Some(vec![owner]),
             ..ObjectMeta::default()
         },
@@ -579,6 +657,8 @@ async fn delete_owned_secret(key: &ApiKey, ctx: &Context, name: &str) -> Result<
 
 async fn cleanup(key: &ApiKey, ctx: &Context) -> Result<Action> {
     let registry = &ctx.registry;
+    ctx.metrics
+        .key_expiry(&key.namespace().unwrap_or_default(), &key.name_any(), None);
     let mut revoked = registry
         .revoke_keys_named(&ctx.authority, &key_name(key), None)
         .await?;
@@ -617,6 +697,9 @@ mod tests {
                 scope: "pull:*".into(),
                 secret_name: None,
                 expires_at: None,
+                duration: None,
+                renew_before: None,
+                secret_template: None,
             },
         );
         key.metadata.namespace = Some("n".repeat(63));

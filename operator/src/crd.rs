@@ -9,6 +9,8 @@
 // for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -206,10 +208,17 @@ pub struct RegistryNamespaceStatus {
     doc = "An API key of the niso registry, its value kept in a Secret",
     printcolumn(name = "User", type_ = "string", json_path = ".spec.user"),
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
         name = "Age",
@@ -218,6 +227,16 @@ pub struct RegistryNamespaceStatus {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.duration) && has(self.expiresAt))",
+        "message": "set either expiresAt (a fixed end) or duration (renewed), not both"
+    },
+    {
+        "rule": "!has(self.renewBefore) || has(self.duration)",
+        "message": "renewBefore needs duration"
+    }
+]))]
 pub struct ApiKeySpec {
     /// Link the key to this user: it then acts with the user's memberships, restricted by its
     /// scope. Without it, the key is authorised by its scope alone.
@@ -233,9 +252,38 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = SECRET_NAME_PATTERN), length(max = 253))]
     pub secret_name: Option<String>,
-    /// When the key stops working. Changing it rotates the key.
+    /// When the key stops working. Changing it rotates the key. Not with `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// How long each key lives (a Go duration of hours, minutes, seconds: `2160h`, at least
+    /// 1h); it is replaced `renewBefore` ahead of its end, so the Secret always holds a
+    /// working key. Changing it rotates the key. Not with `expiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub duration: Option<String>,
+    /// How long before its end a key is replaced; defaults to a third of `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub renew_before: Option<String>,
+    /// Labels and annotations for the Secret (e.g. for Reloader or Argo CD). The operator's
+    /// own (`app.kubernetes.io/managed-by`, `niso.online/key-id`) take precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// A Go duration of hours, minutes and seconds.
+pub const DURATION_PATTERN: &str = "^([0-9]{1,9}(h|m|s))+$";
+
+/// Metadata copied onto an ApiKey's Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -259,6 +307,18 @@ pub struct ApiKeyStatus {
     /// The Secret holding the live key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// When the live key stops working (none: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// When the live key is replaced (with `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// When the live key was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When the registry last saw the live key used (as of the last reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod namespace;
 pub mod reconciler;
+pub mod renewal;
 pub mod run;
 
 pub use error::{Error, Result};

@@ -60,6 +60,8 @@ pub struct ManagedKey {
     /// The username of `user_id`.
     pub username: Option<String>,
     pub expires_at: Option<chrono::NaiveDateTime>,
+    pub last_used_at: Option<chrono::NaiveDateTime>,
+    pub created_at: chrono::NaiveDateTime,
     pub revoked: bool,
 }
 
@@ -394,6 +396,8 @@ impl Registry {
             user_id: key.user_id,
             username,
             expires_at: key.expires_at,
+            last_used_at: key.last_used_at,
+            created_at: key.created_at,
             revoked: key.revoked_at.is_some(),
         }))
     }

@@ -62,6 +62,9 @@ fn key(namespace: &str, user: Option<&str>, scope: &str) -> ApiKey {
             scope: scope.into(),
             secret_name: None,
             expires_at: None,
+            duration: None,
+            renew_before: None,
+            secret_template: None,
         },
     );
     key.metadata.namespace = Some(namespace.into());

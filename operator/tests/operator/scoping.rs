@@ -95,6 +95,9 @@ async fn api_keys_outside_the_watched_namespaces_are_left_alone(backend: Backend
             scope: "pull:*".into(),
             secret_name: None,
             expires_at: None,
+            duration: None,
+            renew_before: None,
+            secret_template: None,
         },
     );
     key.metadata.namespace = Some("team-b".into());
