@@ -191,8 +191,18 @@ impl Context {
         if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
             return None;
         }
+        // Only this operator's RegistryNamespaces grant anything: another instance's grants
+        // are about another registry.
+        let resources: Vec<_> = store
+            .state()
+            .into_iter()
+            .filter(|resource| {
+                self.responsibility(None, &resource.metadata.labels.clone().unwrap_or_default())
+                    == Responsibility::Mine
+            })
+            .collect();
         Some(Grants::from_resources(
-            &store.state(),
+            &resources,
             &self.settings.privileged_namespaces,
         ))
     }

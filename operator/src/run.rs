@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -508,15 +508,39 @@ async fn run_controllers(
                 Api::<Secret>::namespaced(client.clone(), namespace),
             ),
         };
-        let controller = Controller::new(api_keys, watcher::Config::default()).owns(
-            secrets,
-            watcher::Config::default().labels(&secrets_selector),
-        );
+        let controller = Controller::new(api_keys, watcher::Config::default());
+        let key_store = controller.store();
         keys_listed.push(ready_when_listed(
             ctx.clone(),
             apikey::CONTROLLER,
-            controller.store(),
+            key_store.clone(),
         ));
+        // A changed grant is decided on at once (a withdrawn one revokes), not at the next
+        // resync: every ApiKey whose scope names the registry namespace is looked at again.
+        let controller = controller
+            .owns(
+                secrets,
+                watcher::Config::default().labels(&secrets_selector),
+            )
+            .watches(
+                Api::<RegistryNamespace>::all(client.clone()),
+                watcher::Config::default(),
+                move |resource| {
+                    let prefix = crate::namespace::registry_name(&resource)
+                        .map(|name| format!("{name}/"))
+                        .ok();
+                    key_store
+                        .state()
+                        .into_iter()
+                        .filter(|key| {
+                            prefix
+                                .as_ref()
+                                .is_some_and(|prefix| key.spec.scope.contains(prefix.as_str()))
+                        })
+                        .map(|key| ObjectRef::from_obj(key.as_ref()))
+                        .collect::<Vec<_>>()
+                },
+            );
         let keys_ctx = ctx.clone();
         keys.push(
             controller

@@ -23,6 +23,7 @@ crate::for_each_backend!(
     a_key_beyond_its_grant_is_forbidden_and_not_minted,
     a_granted_key_is_minted_and_revoked_when_the_grant_goes,
     nothing_is_decided_before_the_grants_are_loaded,
+    another_instances_grants_grant_nothing,
 );
 
 const UID: &str = "0b1c2d3e-0000-4000-8000-00000000b001";
@@ -218,4 +219,22 @@ async fn nothing_is_decided_before_the_grants_are_loaded(backend: Backend) {
     assert_eq!(error.reason(), "GrantsNotLoaded");
     assert_eq!(keys(&fixture, false).await, 0);
     drop(writer);
+}
+
+async fn another_instances_grants_grant_nothing(backend: Backend) {
+    use niso_operator::context::INSTANCE_LABEL;
+    let mut fixture = Fixture::with_settings(backend, |mut settings| {
+        settings.instance = Some("prod".into());
+        settings
+    })
+    .await;
+    let label = |instance: &str| Some([(INSTANCE_LABEL.to_owned(), instance.to_owned())].into());
+    let mut staging = team(team_a_pulls_and_pushes());
+    staging.metadata.labels = label("staging");
+    fixture.set_namespaces(&[staging]);
+    let mut asking = key("team-a", None, "pull:@team/*");
+    asking.metadata.labels = label("prod");
+    let message = forbidden(&mut fixture, &asking).await;
+    assert!(message.contains("no grant of pull on @team"), "{message}");
+    assert_eq!(keys(&fixture, false).await, 0);
 }
