@@ -183,23 +183,22 @@ impl Grants {
                  privileged namespaces may)"
             ));
         }
-        for item in scope.grants() {
+        // A privileged namespace may hold anything.
+        for item in scope.grants().iter().filter(|_| !privileged) {
             match confined_to(&item.pattern) {
-                None if !privileged => {
+                None => {
                     missing.insert(format!(
                         "{who} may not hold the registry-wide scope {item} (only the operator's \
                          privileged namespaces may)"
                     ));
                 }
-                None => {}
-                Some(namespace) => {
-                    if !privileged && !self.granted(requester, namespace, item.action) {
-                        missing.insert(format!(
-                            "{who} has no grant of {} on {namespace} (needed by {item})",
-                            item.action
-                        ));
-                    }
+                Some(namespace) if !self.granted(requester, namespace, item.action) => {
+                    missing.insert(format!(
+                        "{who} has no grant of {} on {namespace} (needed by {item})",
+                        item.action
+                    ));
                 }
+                Some(_) => {}
             }
         }
         if missing.is_empty() {
