@@ -5,6 +5,7 @@
 pub mod apikey;
 pub mod conditions;
 pub mod context;
+pub mod controllers;
 pub mod crd;
 pub mod error;
 pub mod gc;
@@ -15,5 +16,6 @@ pub mod namespace;
 pub mod reconciler;
 pub mod renewal;
 pub mod run;
+pub mod secret;
 
 pub use error::{Error, Result};
