@@ -1,5 +1,6 @@
 //! A namespace (`@name`): a user's own (`user`) or an organisation (`org`).
-//! `managed` is set when a RegistryNamespace custom resource owns its members.
+//! `managed` is set when a RegistryNamespace custom resource owns its members (the API then
+//! refuses member changes); `managed_by` is the uid of the resource that claims the namespace.
 
 use sea_orm::entity::prelude::*;
 
@@ -13,6 +14,7 @@ pub struct Model {
     pub ns_type: String,
     pub owner_id: i64,
     pub managed: bool,
+    pub managed_by: Option<String>,
     pub created_at: DateTime,
 }
 

@@ -3,27 +3,40 @@
 //! read back, so a changed scope, user or expiry, a key revoked in the registry or a lost
 //! Secret rotates it: a new key is created, written, recorded in status, and only then are the
 //! old one (and any orphan of a crash mid-rotation) revoked. Deletion revokes (finalizer).
+//!
+//! A key is minted only if its Kubernetes namespace is granted everything the scope asks
+//! (`grant`); otherwise the resource is `Forbidden` and any key it held is revoked.
+//!
+//! The Secret records the id of the key it holds (annotation `niso.online/key-id`) and is read
+//! fresh on every reconcile, while the resource may come from a stale cache: after a rotation,
+//! the Secret's watch event can start a reconcile whose resource still shows the old (just
+//! revoked) key id. The Secret's record wins then, so such a reconcile does not rotate again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use niso_registry::auth::scope::ScopeSet;
 use niso_registry::keys::CreatedKey;
+use niso_registry::managed::ManagedKey;
 use niso_registry::names::validate_username;
 
 use crate::conditions::{self, RECONCILED};
 use crate::context::{Context, MANAGER};
 use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::error::{Error, Result};
+use crate::grant::Requester;
 use crate::reconciler::{Reconciled, fail, write_status};
+use crate::renewal::Validity;
+use crate::secret::{
+    carries_template, delete_owned_secret, owned_by, recorded_key, secret_value, to_time,
+    write_secret,
+};
 
 /// The `controller` label of this controller's metrics.
 pub const CONTROLLER: &str = "apikey";
@@ -31,6 +44,8 @@ pub const CONTROLLER: &str = "apikey";
 pub const SECRET_KEY: &str = "api-key";
 /// Secret data key holding the registry's URL.
 pub const SECRET_URL: &str = "registry-url";
+/// Annotation on the Secret: the registry id of the key it holds.
+pub const KEY_ID_ANNOTATION: &str = "niso.online/key-id";
 /// Label put on the Secrets the operator writes (the controller watches those).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", MANAGER);
 
@@ -88,10 +103,13 @@ pub fn secret_name(key: &ApiKey) -> String {
 
 /// What the live key should look like.
 struct Desired {
+    scope_set: ScopeSet,
     scope: String,
     user: Option<String>,
     expires_at: Option<Time>,
     expiry: Option<chrono::NaiveDateTime>,
+    /// With `duration`: how the key renews.
+    validity: Option<Validity>,
     secret_name: String,
 }
 
@@ -116,9 +134,11 @@ fn desired(key: &ApiKey) -> Result<Desired> {
     };
     Ok(Desired {
         scope: scope.to_string(),
+        scope_set: scope,
         user: key.spec.user.clone(),
         expires_at: key.spec.expires_at.clone(),
         expiry,
+        validity: Validity::of(&key.spec)?,
         secret_name: secret_name(key),
     })
 }
@@ -139,6 +159,11 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
     match converge(key, ctx, &previous).await {
         Ok(outcome) => {
             write_status(key, ctx, &previous, &outcome.status).await?;
+            ctx.metrics.key_expiry(
+                &key.namespace().unwrap_or_default(),
+                &key.name_any(),
+                outcome.status.not_after.as_ref().map(|at| at.0.as_second()),
+            );
             let reference = key.object_ref(&());
             if let Some((created, why)) = &outcome.created {
                 // Recorded: now the old key (and any orphan of an interrupted rotation) goes.
@@ -187,23 +212,88 @@ async fn apply(key: &ApiKey, ctx: &Context) -> Result<Action> {
     }
 }
 
-async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Result<Outcome> {
+async fn converge(key: &ApiKey, ctx: &Context, cached: &ApiKeyStatus) -> Result<Outcome> {
     let desired = desired(key)?;
     let registry = &ctx.registry;
     let namespace = key.namespace().unwrap_or_default();
+    let grants = ctx.grants().ok_or_else(|| {
+        Error::GrantsNotLoaded(
+            "the RegistryNamespaces holding the grants are not loaded yet; retrying".into(),
+        )
+    })?;
+    if let Err(missing) = grants.authorize(
+        &Requester::namespace(&namespace),
+        &desired.scope_set,
+        desired.user.as_deref(),
+    ) {
+        // Whatever this resource was granted before is withdrawn: its key stops working.
+        let revoked = registry
+            .revoke_keys_named(&ctx.authority, &key_name(key), None)
+            .await?;
+        if revoked > 0 {
+            tracing::info!(
+                namespace = %namespace,
+                name = %key.name_any(),
+                "revoked the key of an ApiKey that is no longer granted its scope"
+            );
+        }
+        return Err(Error::Forbidden(format!("{missing}; no key is issued")));
+    }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = chrono::Utc::now().naive_utc();
     let expired = desired.expiry.is_some_and(|at| at <= now);
 
+    // Read fresh (never from a cache): what the Secret holds is the truth about the live key.
+    let secret = secrets.get_opt(&desired.secret_name).await?;
+    if let Some(secret) = &secret
+        && !owned_by(secret, key)
+    {
+        return Err(Error::InvalidSpec(format!(
+            "Secret {} exists and is not owned by this ApiKey; choose another secretName",
+            desired.secret_name
+        )));
+    }
+    let held = secret
+        .as_ref()
+        .and_then(|secret| secret_value(secret, SECRET_KEY));
+    let recorded = recorded_key(key, ctx, cached, secret.as_ref(), held.as_deref()).await?;
+    let previous = recorded.as_ref().unwrap_or(cached);
+
     // Why the live key (if any) cannot stay.
     let mut rotate: Option<&str> = None;
+    let mut live: Option<ManagedKey> = None;
     match previous.key_id {
         None => rotate = Some("new"),
         Some(id) => match registry.managed_key(&ctx.authority, id).await? {
             None => rotate = Some("the key is gone from the registry"),
-            Some(live) if live.revoked => rotate = Some("the key was revoked in the registry"),
-            Some(_) => {}
+            Some(found) if found.revoked => rotate = Some("the key was revoked in the registry"),
+            Some(found) => live = Some(found),
         },
+    }
+    // The registry's record of the live key (not status, which a stale cache may show) says
+    // whether its lifetime is the one asked for, and when it is due for renewal.
+    let renewal = match (&desired.validity, live.as_ref()) {
+        (Some(validity), Some(live)) => match live.expires_at {
+            Some(not_after) => {
+                let lifetime = not_after - live.created_at;
+                if (lifetime - validity.duration).abs() > chrono::TimeDelta::minutes(1) {
+                    rotate = rotate.or(Some("duration changed"));
+                }
+                Some(validity.renewal_time(not_after))
+            }
+            None => {
+                rotate = rotate.or(Some("duration set"));
+                None
+            }
+        },
+        (None, Some(live)) if desired.expiry.is_none() && live.expires_at.is_some() => {
+            rotate = rotate.or(Some("expiry removed"));
+            None
+        }
+        _ => None,
+    };
+    if rotate.is_none() && renewal.is_some_and(|at| at <= now) {
+        rotate = Some("renewal");
     }
     if rotate.is_none() {
         if previous.scope.as_deref() != Some(desired.scope.as_str()) {
@@ -217,18 +307,6 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         }
     }
 
-    let secret = secrets.get_opt(&desired.secret_name).await?;
-    if let Some(secret) = &secret
-        && !owned_by(secret, key)
-    {
-        return Err(Error::InvalidSpec(format!(
-            "Secret {} exists and is not owned by this ApiKey; choose another secretName",
-            desired.secret_name
-        )));
-    }
-    let held = secret
-        .as_ref()
-        .and_then(|secret| secret_value(secret, SECRET_KEY));
     if rotate.is_none() {
         let prefix = previous.prefix.as_deref().unwrap_or("\u{0}");
         match &held {
@@ -244,26 +322,30 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         .clone()
         .filter(|old| *old != desired.secret_name);
 
-    let requeue = match desired.expiry {
-        Some(at) if !expired => ctx.settings.resync.min(
-            (at - now)
-                .to_std()
-                .unwrap_or_default()
-                .saturating_add(Duration::from_secs(1)),
-        ),
+    let until = |at: chrono::NaiveDateTime| {
+        (at - now)
+            .to_std()
+            .unwrap_or_default()
+            .saturating_add(Duration::from_secs(1))
+    };
+    let mut requeue = match desired.expiry {
+        Some(at) if !expired => ctx.settings.resync.min(until(at)),
         _ => ctx.settings.resync,
     };
+    if let Some(at) = renewal {
+        requeue = requeue.min(until(at));
+    }
 
     let Some(why) = rotate else {
         // The key is live and in place; keep the Secret's URL current.
         let value = held.expect("a key in place is held by the Secret");
-        if secret
-            .as_ref()
-            .and_then(|s| secret_value(s, SECRET_URL))
-            .as_deref()
-            != Some(ctx.settings.registry_url.as_str())
-        {
-            write_secret(key, ctx, &desired.secret_name, &value).await?;
+        let secret_current = secret.as_ref().is_some_and(|secret| {
+            secret_value(secret, SECRET_URL).as_deref() == Some(ctx.settings.registry_url.as_str())
+                && carries_template(secret, key)
+        });
+        if !secret_current {
+            let id = previous.key_id.expect("a key in place has an id");
+            write_secret(key, ctx, &desired.secret_name, &value, id).await?;
         }
         let ready = if expired {
             conditions::ready(
@@ -276,10 +358,14 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         } else {
             ready_condition(key, previous, &desired.secret_name)
         };
+        let live = live.as_ref();
         return Ok(Outcome {
             status: ApiKeyStatus {
                 conditions: vec![ready],
                 observed_generation: key.metadata.generation,
+                not_after: live.and_then(|live| live.expires_at).map(to_time),
+                renewal_time: renewal.map(to_time),
+                last_used_at: live.and_then(|live| live.last_used_at).map(to_time),
                 ..previous.clone()
             },
             created: None,
@@ -298,6 +384,9 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
             status: ApiKeyStatus {
                 key_id: None,
                 prefix: None,
+                not_after: None,
+                renewal_time: None,
+                last_used_at: None,
                 scope: Some(desired.scope.clone()),
                 user: desired.user.clone(),
                 expires_at: desired.expires_at.clone(),
@@ -320,13 +409,16 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         });
     }
 
+    let not_after = desired
+        .expiry
+        .or_else(|| desired.validity.map(|validity| validity.not_after(now)));
     let created = match registry
         .create_key_by_authority(
             &ctx.authority,
             desired.user.as_deref(),
             &key_name(key),
             &desired.scope,
-            desired.expiry,
+            not_after,
         )
         .await
     {
@@ -339,7 +431,15 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidScope(message)),
         Err(error) => return Err(error.into()),
     };
-    if let Err(error) = write_secret(key, ctx, &desired.secret_name, &created.plaintext).await {
+    if let Err(error) = write_secret(
+        key,
+        ctx,
+        &desired.secret_name,
+        &created.plaintext,
+        created.id,
+    )
+    .await
+    {
         // Nobody will ever see this key: take it back before reporting the failure.
         if let Err(revoke_error) = registry
             .revoke_key_by_authority(&ctx.authority, created.id)
@@ -356,6 +456,13 @@ async fn converge(key: &ApiKey, ctx: &Context, previous: &ApiKeyStatus) -> Resul
         user: desired.user.clone(),
         expires_at: desired.expires_at.clone(),
         secret_name: Some(desired.secret_name.clone()),
+        not_after: not_after.map(to_time),
+        renewal_time: desired
+            .validity
+            .zip(not_after)
+            .map(|(validity, not_after)| to_time(validity.renewal_time(not_after))),
+        last_rotation_time: Some(to_time(now)),
+        last_used_at: None,
         conditions: vec![],
         observed_generation: key.metadata.generation,
     };
@@ -395,81 +502,10 @@ fn format_time(time: &Option<Time>) -> String {
         .unwrap_or_default()
 }
 
-fn owned_by(secret: &Secret, key: &ApiKey) -> bool {
-    let uid = key.uid();
-    secret
-        .owner_references()
-        .iter()
-        .any(|owner| Some(&owner.uid) == uid.as_ref() && owner.kind == ApiKey::kind(&()))
-}
-
-fn secret_value(secret: &Secret, field: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()?
-        .get(field)
-        .and_then(|value| String::from_utf8(value.0.clone()).ok())
-}
-
-/// Creates or replaces the Secret (server-side apply), owned by the ApiKey.
-async fn write_secret(key: &ApiKey, ctx: &Context, name: &str, value: &str) -> Result<()> {
-    let namespace = key.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owner = key
-        .controller_owner_ref(&())
-        .ok_or_else(|| Error::InvalidSpec("the ApiKey has no uid yet".into()))?;
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY.0.to_owned(),
-                MANAGED_BY.1.to_owned(),
-            )])),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([
-            (SECRET_KEY.to_owned(), ByteString(value.as_bytes().to_vec())),
-            (
-                SECRET_URL.to_owned(),
-                ByteString(ctx.settings.registry_url.as_bytes().to_vec()),
-            ),
-        ])),
-        ..Secret::default()
-    };
-    let mut body = serde_json::to_value(&secret)
-        .map_err(|error| Error::InvalidSpec(format!("cannot serialise the Secret: {error}")))?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
-    secrets
-        .patch(
-            name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn delete_owned_secret(key: &ApiKey, ctx: &Context, name: &str) -> Result<()> {
-    let namespace = key.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Some(secret) = secrets.get_opt(name).await?
-        && owned_by(&secret, key)
-    {
-        match secrets.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Ok(())
-}
-
 async fn cleanup(key: &ApiKey, ctx: &Context) -> Result<Action> {
     let registry = &ctx.registry;
+    ctx.metrics
+        .key_expiry(&key.namespace().unwrap_or_default(), &key.name_any(), None);
     let mut revoked = registry
         .revoke_keys_named(&ctx.authority, &key_name(key), None)
         .await?;
@@ -508,6 +544,9 @@ mod tests {
                 scope: "pull:*".into(),
                 secret_name: None,
                 expires_at: None,
+                duration: None,
+                renew_before: None,
+                secret_template: None,
             },
         );
         key.metadata.namespace = Some("n".repeat(63));

@@ -2,17 +2,22 @@
 //! metrics, the settings, and the per-object failure counts behind the retry backoff.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
 
 use niso_registry::Registry;
 use niso_registry::permissions::SystemAuthority;
 
+use crate::crd::RegistryNamespace;
+use crate::grant::Grants;
+use crate::http::Readiness;
 use crate::metrics::Metrics;
 
 /// The field manager of every write, and the Event reporter.
@@ -29,6 +34,31 @@ pub struct Settings {
     /// First retry delay after a failure; doubles per consecutive failure, up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Kubernetes namespaces whose ApiKeys may hold registry-wide scopes or act as a registry
+    /// user (`NISO_OPERATOR_PRIVILEGED_NAMESPACES`).
+    pub privileged_namespaces: Vec<String>,
+    /// The registry instance this operator serves (`NISO_OPERATOR_INSTANCE`): when set, only
+    /// objects labelled `niso.online/instance=<it>` are reconciled; others are left alone (an
+    /// Event says so on those without the label). None: every object.
+    pub instance: Option<String>,
+    /// Kubernetes namespaces whose ApiKeys this operator watches
+    /// (`NISO_OPERATOR_WATCH_NAMESPACES`); empty: all.
+    pub watch_namespaces: Vec<String>,
+}
+
+/// The label naming the registry instance an object belongs to.
+pub const INSTANCE_LABEL: &str = "niso.online/instance";
+
+/// Whether an object is this operator's to reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Responsibility {
+    Mine,
+    /// Labelled for another instance: its operator reconciles it.
+    OtherInstance,
+    /// In a namespace this operator does not watch.
+    OtherNamespace,
+    /// No instance label while this operator serves a named instance.
+    Unlabelled(String),
 }
 
 impl Settings {
@@ -38,6 +68,9 @@ impl Settings {
             resync: Duration::from_secs(300),
             min_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(300),
+            privileged_namespaces: Vec::new(),
+            instance: None,
+            watch_namespaces: Vec::new(),
         }
     }
 }
@@ -50,8 +83,13 @@ pub struct Context {
     pub authority: SystemAuthority,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// What `/ready` reports: fed by the controllers' watch results.
+    pub readiness: Arc<Readiness>,
     reporter: Reporter,
     backoff: Backoff,
+    /// The RegistryNamespaces as the controller's cache holds them: the grants. Replaced each
+    /// time the controllers start; not ready (no grant is known) until its first full list.
+    namespaces: RwLock<Store<RegistryNamespace>>,
 }
 
 /// Per-object exponential backoff: the first retry after `min`, doubling per consecutive
@@ -100,12 +138,73 @@ impl Context {
             authority: SystemAuthority::root_of_trust(MANAGER),
             metrics,
             settings,
+            readiness: Arc::new(Readiness::new()),
             reporter: Reporter {
                 controller: MANAGER.into(),
                 instance,
             },
             backoff,
+            namespaces: RwLock::new(reflector::store().0),
         }
+    }
+
+    /// Whether the object (its namespace, None when cluster-scoped, and labels) is this
+    /// operator's to reconcile.
+    pub fn responsibility(
+        &self,
+        namespace: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Responsibility {
+        if let Some(namespace) = namespace
+            && !self.settings.watch_namespaces.is_empty()
+            && !self
+                .settings
+                .watch_namespaces
+                .iter()
+                .any(|watched| watched == namespace)
+        {
+            return Responsibility::OtherNamespace;
+        }
+        let Some(instance) = &self.settings.instance else {
+            return Responsibility::Mine;
+        };
+        match labels.get(INSTANCE_LABEL) {
+            Some(label) if label == instance => Responsibility::Mine,
+            Some(_) => Responsibility::OtherInstance,
+            None => Responsibility::Unlabelled(format!(
+                "left alone: no {INSTANCE_LABEL} label, and this operator serves the registry \
+                 instance {instance} (label the object {INSTANCE_LABEL}={instance} to have it \
+                 reconciled)"
+            )),
+        }
+    }
+
+    /// Uses `store` (the RegistryNamespace controller's cache) for the grants.
+    pub fn use_namespace_store(&self, store: Store<RegistryNamespace>) {
+        *self.namespaces.write().expect("store lock") = store;
+    }
+
+    /// The grants in force, or None while the RegistryNamespace cache has not been listed
+    /// once: deciding on an empty cache would refuse (and revoke) keys that are granted.
+    pub fn grants(&self) -> Option<Grants> {
+        let store = self.namespaces.read().expect("store lock").clone();
+        if !matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            return None;
+        }
+        // Only this operator's RegistryNamespaces grant anything: another instance's grants
+        // are about another registry.
+        let resources: Vec<_> = store
+            .state()
+            .into_iter()
+            .filter(|resource| {
+                self.responsibility(None, &resource.metadata.labels.clone().unwrap_or_default())
+                    == Responsibility::Mine
+            })
+            .collect();
+        Some(Grants::from_resources(
+            &resources,
+            &self.settings.privileged_namespaces,
+        ))
     }
 
     /// Publishes an Event; a failure to do so is logged, never fatal. Each Event is new: the

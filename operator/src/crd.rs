@@ -9,6 +9,8 @@
 // for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
@@ -21,6 +23,8 @@ pub const GROUP: &str = "niso.online";
 pub const USERNAME_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,38}$";
 /// `@` + a username: a namespace.
 pub const NAMESPACE_PATTERN: &str = "^@[a-z0-9][a-z0-9-]{0,38}$";
+/// A Kubernetes namespace or ServiceAccount name (DNS label).
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A Kubernetes Secret name (DNS subdomain).
 pub const SECRET_NAME_PATTERN: &str =
     "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -87,13 +91,30 @@ pub struct RegistryNamespaceSpec {
     /// Username of the owner (set at creation).
     #[schemars(regex(pattern = USERNAME_PATTERN), length(max = 39))]
     pub owner: String,
-    /// Members besides the owner. The registry is made to match this list exactly.
+    /// Members besides the owner. With `membersPolicy: Merge` (default) these are added or
+    /// given their role and everyone else is left alone (members are also managed through
+    /// the API); with `Exact` the registry is made to match this list exactly (and the API
+    /// refuses member changes).
     #[serde(default)]
     #[schemars(
         length(max = 1000),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["username"])
     )]
     pub members: Vec<MemberSpec>,
+    /// `Merge` (default): the listed members are ensured, others are kept. `Exact`: members
+    /// not listed are removed.
+    #[serde(default)]
+    pub members_policy: MembersPolicy,
+    /// Take over a namespace that already exists in the registry and that no resource manages
+    /// (made through the API). Without it such a namespace is left alone and this resource
+    /// reports `AdoptionRequired`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
+    /// Which Kubernetes namespaces may hold `ApiKey`s for this registry namespace, with which
+    /// actions. An `ApiKey` whose scope asks for more than its namespace is granted gets no key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub grants: Vec<GrantSpec>,
     /// What happens in the registry when this resource is deleted: `Retain` (default) gives the
     /// namespace back to the API, `Delete` removes it if it has no packages.
     #[serde(default)]
@@ -113,6 +134,40 @@ pub struct MemberSpec {
 pub enum MemberRole {
     Admin,
     Member,
+}
+
+/// Kubernetes namespaces (and optionally ServiceAccounts in them) granted actions on the
+/// packages of a registry namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantSpec {
+    /// Kubernetes namespaces.
+    #[schemars(length(min = 1, max = 100), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = 63)))]
+    pub namespaces: Vec<String>,
+    /// When set, only these ServiceAccounts of those namespaces (for keyless workload access);
+    /// such a grant gives `ApiKey`s nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(regex(pattern = DNS_LABEL_PATTERN), length(max = 63)))]
+    pub service_accounts: Vec<String>,
+    /// `pull`, `push`, `delete`, `admin` (admin implies the others).
+    #[schemars(length(min = 1, max = 4))]
+    pub actions: Vec<GrantAction>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GrantAction {
+    Pull,
+    Push,
+    Delete,
+    Admin,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MembersPolicy {
+    #[default]
+    Merge,
+    Exact,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -153,10 +208,17 @@ pub struct RegistryNamespaceStatus {
     doc = "An API key of the niso registry, its value kept in a Secret",
     printcolumn(name = "User", type_ = "string", json_path = ".spec.user"),
     printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
     printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
         name = "Age",
@@ -165,6 +227,16 @@ pub struct RegistryNamespaceStatus {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.duration) && has(self.expiresAt))",
+        "message": "set either expiresAt (a fixed end) or duration (renewed), not both"
+    },
+    {
+        "rule": "!has(self.renewBefore) || has(self.duration)",
+        "message": "renewBefore needs duration"
+    }
+]))]
 pub struct ApiKeySpec {
     /// Link the key to this user: it then acts with the user's memberships, restricted by its
     /// scope. Without it, the key is authorised by its scope alone.
@@ -180,9 +252,38 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = SECRET_NAME_PATTERN), length(max = 253))]
     pub secret_name: Option<String>,
-    /// When the key stops working. Changing it rotates the key.
+    /// When the key stops working. Changing it rotates the key. Not with `duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// How long each key lives (a Go duration of hours, minutes, seconds: `2160h`, at least
+    /// 1h); it is replaced `renewBefore` ahead of its end, so the Secret always holds a
+    /// working key. Changing it rotates the key. Not with `expiresAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub duration: Option<String>,
+    /// How long before its end a key is replaced; defaults to a third of `duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub renew_before: Option<String>,
+    /// Labels and annotations for the Secret (e.g. for Reloader or Argo CD). The operator's
+    /// own (`app.kubernetes.io/managed-by`, `niso.online/key-id`) take precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+}
+
+/// A Go duration of hours, minutes and seconds.
+pub const DURATION_PATTERN: &str = "^([0-9]{1,9}(h|m|s))+$";
+
+/// Metadata copied onto an ApiKey's Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -206,6 +307,18 @@ pub struct ApiKeyStatus {
     /// The Secret holding the live key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// When the live key stops working (none: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<Time>,
+    /// When the live key is replaced (with `duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<Time>,
+    /// When the live key was minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// When the registry last saw the live key used (as of the last reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -19,6 +19,18 @@ pub enum Error {
     /// The namespace exists, owned by someone else than `spec.owner`.
     #[error("{0}")]
     OwnerMismatch(String),
+    /// The ApiKey asks for more than its Kubernetes namespace is granted (names what is missing).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Another resource claims the registry namespace.
+    #[error("{0}")]
+    Conflict(String),
+    /// The namespace exists, managed by no resource, and `adopt` is not set.
+    #[error("{0}")]
+    AdoptionRequired(String),
+    /// The grants are not known yet (the RegistryNamespace cache is still loading).
+    #[error("{0}")]
+    GrantsNotLoaded(String),
     /// `deletionPolicy: Delete` but the namespace still has packages.
     #[error("{0}")]
     HasPackages(String),
@@ -45,6 +57,10 @@ impl Error {
             Error::NameTaken(_) => "NameTaken",
             Error::OwnerMismatch(_) => "OwnerMismatch",
             Error::HasPackages(_) => "HasPackages",
+            Error::Forbidden(_) => "Forbidden",
+            Error::Conflict(_) => "Conflict",
+            Error::AdoptionRequired(_) => "AdoptionRequired",
+            Error::GrantsNotLoaded(_) => "GrantsNotLoaded",
             Error::Registry(niso_registry::Error::Unavailable(_)) => "RegistryUnavailable",
             Error::Registry(_) => "RegistryError",
             Error::Kube(_) => "KubernetesError",

@@ -5,13 +5,17 @@
 pub mod apikey;
 pub mod conditions;
 pub mod context;
+pub mod controllers;
 pub mod crd;
 pub mod error;
 pub mod gc;
+pub mod grant;
 pub mod http;
 pub mod metrics;
 pub mod namespace;
 pub mod reconciler;
+pub mod renewal;
 pub mod run;
+pub mod secret;
 
 pub use error::{Error, Result};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use niso_registry::gc::GcReport;
@@ -31,6 +31,9 @@ pub struct Metrics {
     pub gc_orphan_objects_deleted: IntCounter,
     pub gc_orphan_bytes_reclaimed: IntCounter,
     pub leader: IntGauge,
+    pub ready: IntGauge,
+    /// Per ApiKey with an end: when its live key stops working (alerts: keys near expiry).
+    pub key_expiry: IntGaugeVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -114,8 +117,24 @@ impl Metrics {
             "1 while this replica holds the Lease (and runs the controllers and GC)",
         )
         .expect("valid metric");
+        let ready = IntGauge::new(
+            "niso_operator_ready",
+            "1 while /ready answers 200: a standby, or the leader with every controller listing and watching",
+        )
+        .expect("valid metric");
+        // `apikey_namespace`, not `namespace`: scraping adds the operator pod's namespace.
+        let key_expiry = IntGaugeVec::new(
+            Opts::new(
+                "niso_operator_api_key_expiry_timestamp_seconds",
+                "When the live key of an ApiKey stops working (Unix seconds)",
+            ),
+            &["apikey_namespace", "apikey"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ready.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(key_expiry.clone()),
+            Box::new(reconciles.clone()),
             Box::new(reconcile_failures.clone()),
             Box::new(reconcile_seconds.clone()),
             Box::new(gc_runs.clone()),
@@ -144,6 +163,22 @@ impl Metrics {
             gc_orphan_objects_deleted,
             gc_orphan_bytes_reclaimed,
             leader,
+            ready,
+            key_expiry,
+        }
+    }
+
+    /// Records when the live key of ApiKey `namespace/name` stops working; None forgets it
+    /// (no end, no key, or the ApiKey is gone).
+    pub fn key_expiry(&self, namespace: &str, name: &str, not_after: Option<i64>) {
+        match not_after {
+            Some(at) => self
+                .key_expiry
+                .with_label_values(&[namespace, name])
+                .set(at),
+            None => {
+                let _ = self.key_expiry.remove_label_values(&[namespace, name]);
+            }
         }
     }
 

@@ -1,7 +1,11 @@
 //! The `RegistryNamespace` controller: makes an org namespace of the registry exist, owned by
-//! `spec.owner`, with exactly `spec.members`, marked managed (the API then refuses member
-//! changes); on deletion (finalizer) it gives the namespace back to the API (`Retain`) or
-//! removes it if it has no packages (`Delete`).
+//! `spec.owner`, claimed by this resource's uid, with `spec.members` (merged with the members
+//! managed through the API, or exactly these with `membersPolicy: Exact`, which also marks it
+//! managed so the API refuses member changes); on deletion (finalizer) it gives the namespace
+//! back to the API (`Retain`) or removes it if it has no packages (`Delete`).
+//!
+//! A namespace another resource claims is never touched (`Conflict`); one that exists but no
+//! resource claims is taken over only with `spec.adopt` (`AdoptionRequired`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
@@ -9,13 +13,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use niso_registry::managed::MemberChanges;
+use niso_registry::managed::{Claim, MemberChanges};
 use niso_registry::names::{validate_namespace, validate_username};
 use niso_registry::permissions::Role;
 
 use crate::conditions::{self, RECONCILED};
 use crate::context::Context;
-use crate::crd::{DeletionPolicy, MemberRole, RegistryNamespace, RegistryNamespaceStatus};
+use crate::crd::{
+    DeletionPolicy, MemberRole, MembersPolicy, RegistryNamespace, RegistryNamespaceStatus,
+};
 use crate::error::{Error, Result};
 use crate::reconciler::{Reconciled, fail, write_status};
 
@@ -173,6 +179,9 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
             }
         )));
     }
+    let uid = rns
+        .uid()
+        .ok_or_else(|| Error::InvalidSpec("the RegistryNamespace has no uid yet".into()))?;
     let mut outcome = Outcome::default();
     match registry.namespace_view(name).await {
         Ok(view) => {
@@ -180,6 +189,12 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
                 return Err(Error::NameTaken(format!(
                     "{name} is a user's own namespace, not an organisation"
                 )));
+            }
+            // Another resource's namespace is not looked at any further, let alone changed.
+            if let Some(claimant) = registry.namespace_claimant(name).await?
+                && claimant != uid
+            {
+                return Err(conflict(name, &claimant));
             }
             let current_owner = view
                 .members
@@ -192,7 +207,6 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
                     "{name} exists and is owned by {current_owner}, not {owner}"
                 )));
             }
-            outcome.adopted = !view.managed;
         }
         Err(niso_registry::Error::NotFound(_)) => {
             let owner_user = match registry
@@ -215,11 +229,32 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
         }
         Err(error) => return Err(error.into()),
     }
+    // What this resource created is its own; anything else needs `adopt` (or a claim made
+    // before: then this is a no-op).
+    let adopt = outcome.created || rns.spec.adopt;
+    match registry
+        .claim_namespace(&ctx.authority, name, &uid, adopt)
+        .await?
+    {
+        Claim::Claimed { adopted } => outcome.adopted = adopted && !outcome.created,
+        Claim::ClaimedByOther(claimant) => return Err(conflict(name, &claimant)),
+        Claim::AdoptionRequired => {
+            return Err(Error::AdoptionRequired(format!(
+                "{name} exists in the registry and no resource manages it; set spec.adopt: true \
+                 to take it over (its members are then {})",
+                match rns.spec.members_policy {
+                    MembersPolicy::Merge => "kept, with spec.members added",
+                    MembersPolicy::Exact => "replaced by spec.members",
+                }
+            )));
+        }
+    }
+    let exact = rns.spec.members_policy == MembersPolicy::Exact;
     registry
-        .set_namespace_managed(&ctx.authority, name, true)
+        .set_namespace_managed(&ctx.authority, name, exact)
         .await?;
     outcome.changes = match registry
-        .converge_members(&ctx.authority, name, &desired)
+        .converge_members(&ctx.authority, name, &desired, exact)
         .await
     {
         Ok(changes) => changes,
@@ -227,8 +262,18 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
         Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidSpec(message)),
         Err(error) => return Err(error.into()),
     };
-    outcome.member_count = desired.len() as i64 + 1;
+    outcome.member_count = if exact {
+        desired.len() as i64 + 1
+    } else {
+        registry.namespace_view(name).await?.members.len() as i64
+    };
     Ok(outcome)
+}
+
+fn conflict(name: &str, claimant: &str) -> Error {
+    Error::Conflict(format!(
+        "{name} is managed by another RegistryNamespace (uid {claimant}); this one changes nothing"
+    ))
 }
 
 async fn publish_outcome(rns: &RegistryNamespace, ctx: &Context, name: &str, outcome: &Outcome) {
@@ -281,26 +326,18 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     };
     let (registry, authority) = (&ctx.registry, &ctx.authority);
-    let view = match registry.namespace_view(&name).await {
-        Ok(view) => view,
-        // Already gone: deleting the resource succeeds.
-        Err(niso_registry::Error::NotFound(_)) => return Ok(Action::await_change()),
-        Err(error) => return Err(error.into()),
+    // Only what this resource claims is released or deleted: never another's namespace, a
+    // user's, or one that was never taken over.
+    let Some(uid) = rns.uid() else {
+        return Ok(Action::await_change());
     };
-    let owned_by_spec = view
-        .members
-        .iter()
-        .any(|member| member.role == Role::Owner.as_str() && member.username == rns.spec.owner);
-    if view.ns_type != "org" || !view.managed || !owned_by_spec {
-        // Never managed by this resource (a user's namespace, another owner's): leave it be.
+    if registry.namespace_claimant(&name).await?.as_deref() != Some(uid.as_str()) {
         return Ok(Action::await_change());
     }
     let reference = rns.object_ref(&());
     match rns.spec.deletion_policy {
         DeletionPolicy::Retain => {
-            registry
-                .set_namespace_managed(authority, &name, false)
-                .await?;
+            registry.release_namespace(authority, &name, &uid).await?;
             ctx.event(
                 &reference,
                 EventType::Normal,
@@ -310,7 +347,10 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
             )
             .await;
         }
-        DeletionPolicy::Delete => match registry.delete_empty_namespace(authority, &name).await {
+        DeletionPolicy::Delete => match registry
+            .delete_empty_namespace(authority, &name, &uid)
+            .await
+        {
             Ok(_) => {
                 ctx.event(
                     &reference,

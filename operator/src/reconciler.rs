@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::conditions;
-use crate::context::{Context, FINALIZER, MANAGER};
+use crate::context::{Context, FINALIZER, MANAGER, Responsibility};
 use crate::error::{Error, Result};
 
 /// A custom resource the operator reconciles: what differs between the two controllers.
@@ -55,6 +55,25 @@ pub trait Reconciled:
 /// One reconcile: the finalizer first, then converge (or clean up when deleting); counted in
 /// the metrics, and the object's backoff forgotten after a success.
 pub async fn reconcile<K: Reconciled>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    // Another operator's object (another registry instance, an unwatched namespace) is not
+    // touched: no finalizer, no status, no metrics.
+    match ctx.responsibility(object.meta().namespace.as_deref(), object.labels()) {
+        Responsibility::Mine => {}
+        Responsibility::OtherInstance | Responsibility::OtherNamespace => {
+            return Ok(Action::await_change());
+        }
+        Responsibility::Unlabelled(note) => {
+            ctx.event(
+                &object.object_ref(&()),
+                EventType::Normal,
+                "NotManaged",
+                "Ignore",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    }
     let started = Instant::now();
     let api = object.api(&ctx)?;
     let result = finalizer(&api, FINALIZER, object.clone(), |event| async {
@@ -136,14 +155,15 @@ fn without_conditions(status: &impl Serialize) -> Option<serde_json::Value> {
 }
 
 /// Ends a reconcile with `error`: a failure of the Kubernetes API is only retried (status
-/// could not be written either); any other is reported in status and, when news, an Event.
+/// could not be written either), and so is a wait for the grants to load (nothing is wrong
+/// with the object); any other is reported in status and, when news, an Event.
 pub async fn fail<K: Reconciled>(
     object: &K,
     ctx: &Context,
     previous: &K::Status,
     error: Error,
 ) -> Result<Action> {
-    if !matches!(error, Error::Kube(_)) {
+    if !matches!(error, Error::Kube(_) | Error::GrantsNotLoaded(_)) {
         let ready = conditions::ready(
             false,
             error.reason(),

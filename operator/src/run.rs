@@ -1,7 +1,7 @@
 //! The `niso-operator` command line and the long-running `run`: the registry opened from the
-//! same configuration as niso-server, the Lease, both controllers and the GC loop (only while
-//! this replica holds the Lease), `/health` + `/metrics`, and a graceful SIGTERM shutdown that
-//! releases the Lease.
+//! same configuration as niso-server, the custom resources checked, the Lease, the controllers
+//! (`controllers`) and the GC loop (only while this replica holds the Lease), `/health`,
+//! `/ready` and `/metrics`, and a graceful SIGTERM shutdown that releases the Lease.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::{Controller, watcher};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
@@ -21,12 +19,10 @@ use tokio::sync::watch;
 use niso_registry::Registry;
 use niso_registry::config::Config;
 
-use crate::apikey;
 use crate::context::{Context, Settings};
 use crate::crd::{ApiKey, RegistryNamespace};
 use crate::gc::GcSettings;
 use crate::metrics::Metrics;
-use crate::reconciler::{error_policy, reconcile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,10 +63,44 @@ pub struct OperatorConfig {
     pub lease_duration_secs: u64,
     /// `POD_NAME`, else `HOSTNAME`: this replica's identity in the Lease and its Events.
     pub identity: Option<String>,
+    /// `NISO_OPERATOR_PRIVILEGED_NAMESPACES` (comma-separated, default none): Kubernetes
+    /// namespaces whose ApiKeys may hold registry-wide scopes and act as registry users.
+    pub privileged_namespaces: Vec<String>,
+    /// `NISO_OPERATOR_INSTANCE`: reconcile only objects labelled `niso.online/instance=<it>`.
+    pub instance: Option<String>,
+    /// `NISO_OPERATOR_WATCH_NAMESPACES` (comma-separated, default all): where ApiKeys are
+    /// watched.
+    pub watch_namespaces: Vec<String>,
 }
 
 fn invalid(name: &str, value: &str, reason: &str) -> anyhow::Error {
     anyhow::anyhow!("invalid {name}={value:?}: {reason}")
+}
+
+/// A comma-separated list of Kubernetes namespace names (DNS labels).
+fn namespace_list(variable: &str, value: &str) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for name in value
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let valid = name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !valid {
+            return Err(invalid(
+                variable,
+                value,
+                &format!("{name:?} is not a Kubernetes namespace name"),
+            ));
+        }
+        names.push(name.to_owned());
+    }
+    Ok(names)
 }
 
 impl OperatorConfig {
@@ -122,7 +152,45 @@ impl OperatorConfig {
                 "must be at least 2",
             ));
         }
+        let privileged_namespaces = match get("NISO_OPERATOR_PRIVILEGED_NAMESPACES") {
+            Some(value) => namespace_list("NISO_OPERATOR_PRIVILEGED_NAMESPACES", &value)?,
+            None => Vec::new(),
+        };
+        let watch_namespaces = match get("NISO_OPERATOR_WATCH_NAMESPACES") {
+            Some(value) => namespace_list("NISO_OPERATOR_WATCH_NAMESPACES", &value)?,
+            None => Vec::new(),
+        };
+        let instance = match get("NISO_OPERATOR_INSTANCE") {
+            Some(value) => {
+                let value = value.trim().to_owned();
+                // A label value: 63 characters, alphanumeric at both ends, `-_.` inside.
+                let valid = value.len() <= 63
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && value
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_alphanumeric())
+                    && value
+                        .bytes()
+                        .last()
+                        .is_some_and(|b| b.is_ascii_alphanumeric());
+                if !valid {
+                    return Err(invalid(
+                        "NISO_OPERATOR_INSTANCE",
+                        &value,
+                        "expected a Kubernetes label value (letters, digits, '-', '_', '.')",
+                    ));
+                }
+                Some(value)
+            }
+            None => None,
+        };
         Ok(OperatorConfig {
+            privileged_namespaces,
+            watch_namespaces,
+            instance,
             registry_url,
             listen,
             gc: GcSettings {
@@ -162,28 +230,45 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
+    check_resources(&client, &operator).await?;
     let listener = TcpListener::bind(operator.listen)
         .await
         .with_context(|| format!("cannot listen on {}", operator.listen))?;
+    let identity = operator
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("niso-operator-{}", std::process::id()));
+    let settings = Settings {
+        privileged_namespaces: operator.privileged_namespaces.clone(),
+        instance: operator.instance.clone(),
+        watch_namespaces: operator.watch_namespaces.clone(),
+        ..Settings::new(operator.registry_url.clone())
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry.clone(),
+        metrics.clone(),
+        settings,
+        Some(identity.clone()),
+    ));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let http = {
         let mut shutdown = shutdown_rx.clone();
         tokio::spawn(crate::http::serve(
             listener,
-            metrics.clone(),
-            registry.clone(),
+            crate::http::Endpoints {
+                metrics: metrics.clone(),
+                registry: registry.clone(),
+                readiness: ctx.readiness.clone(),
+            },
             async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
             },
         ))
     };
-    tracing::info!(listen = %operator.listen, "serving /health and /metrics");
+    tracing::info!(listen = %operator.listen, "serving /health, /ready and /metrics");
 
-    let identity = operator
-        .identity
-        .clone()
-        .unwrap_or_else(|| format!("niso-operator-{}", std::process::id()));
     let lease_namespace = operator
         .lease_namespace
         .clone()
@@ -199,13 +284,6 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
     let (leader, lease_task) = lease.watch().await;
     tracing::info!(%identity, lease = %operator.lease_name, "waiting for the Lease");
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        registry.clone(),
-        metrics.clone(),
-        Settings::new(operator.registry_url.clone()),
-        Some(identity.clone()),
-    ));
     let gc = tokio::spawn(crate::gc::run_loop(
         registry.clone(),
         metrics.clone(),
@@ -213,7 +291,7 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
         leader.clone(),
         shutdown_rx.clone(),
     ));
-    let controllers = tokio::spawn(run_controllers_while_leader(
+    let controllers = tokio::spawn(crate::controllers::run_while_leader(
         ctx,
         leader,
         shutdown_rx.clone(),
@@ -232,6 +310,44 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("timed out releasing the Lease"),
     }
     let _ = http.await;
+    Ok(())
+}
+
+/// Fails the start-up, saying what to do, when a custom resource cannot be listed: a missing
+/// CRD or RBAC would otherwise leave controllers retrying silently while nothing happens.
+async fn check_resources(client: &Client, operator: &OperatorConfig) -> anyhow::Result<()> {
+    let params = ListParams::default().limit(1);
+    let explain = |plural: &str, error: kube::Error| -> anyhow::Error {
+        match &error {
+            kube::Error::Api(status) if status.code == 404 => anyhow::anyhow!(
+                "the CustomResourceDefinition {plural}.niso.online is not installed: apply the \
+                 CRDs (crds/ in the repository, or the chart's crds/) before the operator"
+            ),
+            kube::Error::Api(status) if status.code == 403 => anyhow::anyhow!(
+                "this ServiceAccount may not list {plural}.niso.online ({}): check the \
+                 operator's ClusterRole/Role bindings",
+                status.message
+            ),
+            _ => anyhow::Error::new(error).context(format!("cannot list {plural}.niso.online")),
+        }
+    };
+    Api::<RegistryNamespace>::all(client.clone())
+        .list_metadata(&params)
+        .await
+        .map_err(|error| explain("registrynamespaces", error))?;
+    if operator.watch_namespaces.is_empty() {
+        Api::<ApiKey>::all(client.clone())
+            .list_metadata(&params)
+            .await
+            .map_err(|error| explain("apikeys", error))?;
+    } else {
+        for namespace in &operator.watch_namespaces {
+            Api::<ApiKey>::namespaced(client.clone(), namespace)
+                .list_metadata(&params)
+                .await
+                .map_err(|error| explain("apikeys", error))?;
+        }
+    }
     Ok(())
 }
 
@@ -255,81 +371,6 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Runs both controllers whenever this replica holds the Lease, stopping them (gracefully)
-/// when it loses it or at shutdown.
-pub async fn run_controllers_while_leader(
-    ctx: Arc<Context>,
-    mut leader: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            result = leader.wait_for(|leading| *leading) => if result.is_err() { break },
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        }
-        tracing::info!("holding the Lease: starting the controllers");
-        ctx.metrics.leader.set(1);
-        let (stop_namespaces, namespaces_stopped) = futures::channel::oneshot::channel::<()>();
-        let (stop_keys, keys_stopped) = futures::channel::oneshot::channel::<()>();
-        let controllers = run_controllers(
-            ctx.clone(),
-            async move {
-                let _ = namespaces_stopped.await;
-            },
-            async move {
-                let _ = keys_stopped.await;
-            },
-        );
-        let mut leader_watch = leader.clone();
-        let mut shutdown_watch = shutdown.clone();
-        let stop = async move {
-            tokio::select! {
-                _ = leader_watch.wait_for(|leading| !*leading) => {}
-                _ = shutdown_watch.wait_for(|stop| *stop) => {}
-            }
-            let _ = stop_namespaces.send(());
-            let _ = stop_keys.send(());
-        };
-        tokio::join!(controllers, stop);
-        ctx.metrics.leader.set(0);
-        tracing::info!("controllers stopped");
-        if *shutdown.borrow() {
-            break;
-        }
-    }
-}
-
-async fn run_controllers(
-    ctx: Arc<Context>,
-    stop_namespaces: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    stop_keys: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let client = ctx.client.clone();
-    let namespaces = Controller::new(
-        Api::<RegistryNamespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(stop_namespaces)
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|_| futures::future::ready(()));
-    let keys = Controller::new(
-        Api::<ApiKey>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Secret>::all(client),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            apikey::MANAGED_BY.0,
-            apikey::MANAGED_BY.1
-        )),
-    )
-    .graceful_shutdown_on(stop_keys)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()));
-    tokio::join!(namespaces, keys);
 }
 
 #[cfg(test)]
@@ -367,8 +408,14 @@ mod tests {
             ("NISO_GC_GRACE_SECS", "0"),
             ("POD_NAMESPACE", "niso-system"),
             ("POD_NAME", "niso-operator-abc"),
+            ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", " niso-system, ci ,"),
+            ("NISO_OPERATOR_WATCH_NAMESPACES", "team-a,team-b"),
+            ("NISO_OPERATOR_INSTANCE", "prod"),
         ])
         .unwrap();
+        assert_eq!(config.privileged_namespaces, ["niso-system", "ci"]);
+        assert_eq!(config.watch_namespaces, ["team-a", "team-b"]);
+        assert_eq!(config.instance.as_deref(), Some("prod"));
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.gc.interval, Duration::from_secs(30));
         assert_eq!(config.gc.grace, Duration::ZERO);
@@ -386,6 +433,9 @@ mod tests {
             ("NISO_GC_INTERVAL_SECS", "0"),
             ("NISO_OPERATOR_LISTEN", "everywhere"),
             ("NISO_OPERATOR_LEASE_SECS", "1"),
+            ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", "ops,Team_A"),
+            ("NISO_OPERATOR_WATCH_NAMESPACES", "-a"),
+            ("NISO_OPERATOR_INSTANCE", "prod/eu"),
         ] {
             let mut vars = vec![("NISO_REGISTRY_URL", "https://niso.example.com")];
             vars.push((name, value));

@@ -1,6 +1,11 @@
 //! What the Kubernetes operator needs beyond the API's operations: namespaces managed by a
-//! `RegistryNamespace` resource (marked managed, members converged to a spec in one
-//! transaction, removal when empty) and keys it owns (state by id, revocation by name).
+//! `RegistryNamespace` resource (claimed by the resource's uid, marked managed, members
+//! converged to a spec in one transaction, removal when empty) and keys it owns (state by id,
+//! revocation by name).
+//!
+//! Claims keep two resources naming the same namespace from fighting: the first to claim it
+//! records its uid, and every later change (members, release, deletion) checks that uid, so a
+//! second claimant can neither change nor delete what the first manages.
 //!
 //! The operator is the root of trust: every operation here that changes something, or shows
 //! a key, takes its `SystemAuthority` instead of checking a principal.
@@ -33,6 +38,17 @@ impl MemberChanges {
     }
 }
 
+/// The outcome of [`Registry::claim_namespace`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The namespace is now (or was already) claimed by the caller.
+    Claimed { adopted: bool },
+    /// Another resource claims it; its uid.
+    ClaimedByOther(String),
+    /// No resource claims it and the caller did not ask to adopt it.
+    AdoptionRequired,
+}
+
 /// A key as the operator sees it (never its value).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagedKey {
@@ -41,7 +57,11 @@ pub struct ManagedKey {
     pub scope: String,
     pub prefix: String,
     pub user_id: Option<i64>,
+    /// The username of `user_id`.
+    pub username: Option<String>,
     pub expires_at: Option<chrono::NaiveDateTime>,
+    pub last_used_at: Option<chrono::NaiveDateTime>,
+    pub created_at: chrono::NaiveDateTime,
     pub revoked: bool,
 }
 
@@ -90,8 +110,87 @@ impl Registry {
         Ok(changed == 1)
     }
 
-    /// Makes the members of org namespace `name` (besides its owner) exactly `desired`, in one
-    /// transaction: all of it or none of it. Every user must exist (404 naming the missing ones,
+    /// Claims org namespace `name` for the resource `claimant` (its uid). A namespace claimed
+    /// by nobody is taken only when `adopt` is set, or when it is marked managed already (by
+    /// an operator that predates claims). Atomic: of two claimants racing, one wins. 404 when
+    /// the namespace does not exist; 409 for a user's namespace.
+    pub async fn claim_namespace(
+        &self,
+        _authority: &SystemAuthority,
+        name: &str,
+        claimant: &str,
+        adopt: bool,
+    ) -> Result<Claim> {
+        validate_namespace(name)?;
+        let namespace = self
+            .find_namespace(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("namespace {name}")))?;
+        if namespace.ns_type != "org" {
+            return Err(Error::Conflict(format!(
+                "{name} is a user's own namespace, not an organisation"
+            )));
+        }
+        match namespace.managed_by.as_deref() {
+            Some(current) if current == claimant => return Ok(Claim::Claimed { adopted: false }),
+            Some(current) => return Ok(Claim::ClaimedByOther(current.to_owned())),
+            None if !adopt && !namespace.managed => return Ok(Claim::AdoptionRequired),
+            None => {}
+        }
+        let taken = namespace::Entity::update_many()
+            .col_expr(namespace::Column::ManagedBy, Expr::value(claimant))
+            .filter(namespace::Column::Id.eq(namespace.id))
+            .filter(namespace::Column::ManagedBy.is_null())
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        if taken == 1 {
+            return Ok(Claim::Claimed { adopted: true });
+        }
+        // Someone claimed it in between: report who.
+        match self.namespace_claimant(name).await? {
+            Some(current) if current == claimant => Ok(Claim::Claimed { adopted: false }),
+            Some(current) => Ok(Claim::ClaimedByOther(current)),
+            None => Err(Error::Conflict(format!(
+                "{name} changed while being claimed; retrying"
+            ))),
+        }
+    }
+
+    /// The uid of the resource that claims `name`, if any (None also when it does not exist).
+    pub async fn namespace_claimant(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .find_namespace(name)
+            .await?
+            .and_then(|namespace| namespace.managed_by))
+    }
+
+    /// Gives `name` back to the API if `claimant` claims it: no longer managed, no claimant.
+    /// Returns false (changing nothing) when it does not exist or another resource claims it.
+    pub async fn release_namespace(
+        &self,
+        _authority: &SystemAuthority,
+        name: &str,
+        claimant: &str,
+    ) -> Result<bool> {
+        validate_namespace(name)?;
+        let released = namespace::Entity::update_many()
+            .col_expr(namespace::Column::Managed, Expr::value(false))
+            .col_expr(
+                namespace::Column::ManagedBy,
+                Expr::value(Option::<String>::None),
+            )
+            .filter(namespace::Column::Name.eq(name))
+            .filter(namespace::Column::ManagedBy.eq(claimant))
+            .exec(&self.db)
+            .await?
+            .rows_affected;
+        Ok(released == 1)
+    }
+
+    /// Makes the members of org namespace `name` (besides its owner) exactly `desired` when
+    /// `exact`, else adds those of `desired` that are missing and gives them their role while
+    /// keeping everyone else; in one transaction: all of it or none of it. Every user must exist (404 naming the missing ones,
     /// nothing changed); the owner cannot appear in `desired` and `owner` is not a role that can
     /// be given (400).
     pub async fn converge_members(
@@ -99,6 +198,7 @@ impl Registry {
         _authority: &SystemAuthority,
         name: &str,
         desired: &[(String, Role)],
+        exact: bool,
     ) -> Result<MemberChanges> {
         validate_namespace(name)?;
         let mut wanted: BTreeMap<&str, Role> = BTreeMap::new();
@@ -171,6 +271,7 @@ impl Registry {
                 .cloned()
                 .unwrap_or_default();
             match wanted.get(username.as_str()) {
+                None if !exact => {}
                 None => {
                     namespace_member::Entity::delete_by_id((namespace.id, member.user_id))
                         .exec(&transaction)
@@ -208,12 +309,14 @@ impl Registry {
     }
 
     /// Removes org namespace `name` if it has no package with a version (hidden, version-less
-    /// packages go with it). Returns false when it did not exist; 409 when it still has packages
-    /// or is a user namespace.
+    /// packages go with it) and `claimant` (a resource's uid) claims it. Returns false when it
+    /// did not exist, or another resource (or none) claims it: then nothing changes. 409 when it
+    /// still has packages or is a user namespace.
     pub async fn delete_empty_namespace(
         &self,
         _authority: &SystemAuthority,
         name: &str,
+        claimant: &str,
     ) -> Result<bool> {
         validate_namespace(name)?;
         let transaction = self.db.begin().await?;
@@ -228,6 +331,9 @@ impl Registry {
             return Err(Error::Conflict(format!(
                 "{name} is a user namespace and goes only with its user"
             )));
+        }
+        if namespace.managed_by.as_deref() != Some(claimant) {
+            return Ok(false);
         }
         let package_ids: Vec<i64> = package::Entity::find()
             .filter(package::Column::NamespaceId.eq(namespace.id))
@@ -272,18 +378,28 @@ impl Registry {
         _authority: &SystemAuthority,
         key_id: i64,
     ) -> Result<Option<ManagedKey>> {
-        Ok(api_key::Entity::find_by_id(key_id)
-            .one(&self.db)
-            .await?
-            .map(|key| ManagedKey {
-                id: key.id,
-                name: key.name,
-                scope: key.scope,
-                prefix: key.prefix,
-                user_id: key.user_id,
-                expires_at: key.expires_at,
-                revoked: key.revoked_at.is_some(),
-            }))
+        let Some(key) = api_key::Entity::find_by_id(key_id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        let username = match key.user_id {
+            Some(id) => user::Entity::find_by_id(id)
+                .one(&self.db)
+                .await?
+                .map(|user| user.username),
+            None => None,
+        };
+        Ok(Some(ManagedKey {
+            id: key.id,
+            name: key.name,
+            scope: key.scope,
+            prefix: key.prefix,
+            user_id: key.user_id,
+            username,
+            expires_at: key.expires_at,
+            last_used_at: key.last_used_at,
+            created_at: key.created_at,
+            revoked: key.revoked_at.is_some(),
+        }))
     }
 
     /// Revokes every live key named `name` except `keep` (the operator names its keys after

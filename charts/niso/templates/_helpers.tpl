@@ -21,6 +21,12 @@
 {{- printf "%s-operator" (include "niso.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* Cluster-scoped objects are named after the release and its namespace: the same release
+name in two namespaces must not collide. */}}
+{{- define "niso.operatorClusterName" -}}
+{{- printf "%s-%s" (include "niso.operatorFullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "niso.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -136,11 +142,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* Ids from .Values.securityContext; a null one is left to the platform (OpenShift). */}}
+{{- define "niso.ids" -}}
+{{- $ids := .ctx.Values.securityContext }}
+{{- range $field := .fields }}
+{{- $value := index $ids $field }}
+{{- if not (kindIs "invalid" $value) }}
+{{ $field }}: {{ int64 $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "niso.podSecurityContext" -}}
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
+{{- include "niso.ids" (dict "ctx" . "fields" (list "runAsUser" "runAsGroup" "fsGroup")) }}
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
@@ -149,8 +164,7 @@ seccompProfile:
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
+{{- include "niso.ids" (dict "ctx" . "fields" (list "runAsUser" "runAsGroup")) }}
 privileged: false
 capabilities:
   drop:
@@ -168,4 +182,25 @@ minAvailable: {{ .minAvailable | toYaml }}
 {{- else }}
 minAvailable: 1
 {{- end }}
+{{- end }}
+
+{{/* What the operator does to ApiKeys and their Secrets (cluster-wide or per namespace). */}}
+{{- define "niso.operatorApiKeyRules" -}}
+- apiGroups: ["niso.online"]
+  resources: ["apikeys"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["niso.online"]
+  resources: ["apikeys/status"]
+  verbs: ["get", "patch"]
+# Owner references with blockOwnerDeletion on the Secrets need this.
+- apiGroups: ["niso.online"]
+  resources: ["apikeys/finalizers"]
+  verbs: ["update"]
+# The Secrets holding ApiKey values: written with server-side apply, watched (by label) so a
+# deleted or edited Secret is rewritten, deleted when an ApiKey's secretName changes. RBAC
+# cannot scope list/watch to a label: this grants reading Secrets wherever it applies (limit
+# it with operator.watchNamespaces).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}

@@ -112,6 +112,24 @@ VALUE_SETS = {
         }
     },
     "no-operator": {"operator": {"enabled": False}},
+    # Many teams on one cluster, on OpenShift: the operator limited to two namespaces and to
+    # objects of its instance, a privileged namespace, alerts, a private CA bundle mounted.
+    "shared-cluster": {
+        "securityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
+        "operator": {
+            "watchNamespaces": ["team-a", "team-b"],
+            "instance": "prod",
+            "privilegedNamespaces": ["platform"],
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/private-ca", "readOnly": True}],
+            "extraEnv": [{"name": "SSL_CERT_DIR", "value": "/etc/ssl/private-ca"}],
+        },
+        "server": {
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/private-ca", "readOnly": True}],
+        },
+        "metrics": {"prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}}},
+    },
 }
 
 # Values the schema must reject: unknown keys (typos) and wrong types.
@@ -130,6 +148,10 @@ INVALID_VALUES = {
     "trusted proxy that is not a CIDR": {"server": {"trustedProxies": ["ingress-nginx"]}},
     "trusted proxies as one string": {"server": {"trustedProxies": "10.0.0.0/8"}},
     "endpoint without scheme": {"tracing": {"otlpEndpoint": "collector:4318"}},
+    "watched namespace that is no name": {"operator": {"watchNamespaces": ["Team_A"]}},
+    "instance that is no label value": {"operator": {"instance": "prod/eu"}},
+    "user id as a string": {"securityContext": {"runAsUser": "1000"}},
+    "volume mount without a path": {"operator": {"extraVolumeMounts": [{"name": "ca"}]}},
 }
 
 
@@ -225,6 +247,9 @@ def test_every_manifest_passes_strict_kubernetes_validation():
             if doc["kind"] == "ServiceMonitor":
                 check_service_monitor(doc)
                 continue
+            if doc["kind"] == "PrometheusRule":
+                check_prometheus_rule(doc)
+                continue
             try:
                 kubernetes_validate.validate(strip(doc), KUBERNETES_VERSION, strict=True)
             except kubernetes_validate.ValidationError as error:
@@ -299,6 +324,20 @@ def check_service_monitor(doc):
                 assert isinstance(endpoint[key], str) and endpoint[key][-1] in "smh", endpoint
 
 
+def check_prometheus_rule(doc):
+    """PrometheusRule (monitoring.coreos.com/v1) is no built-in kind: check its shape here."""
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1", doc["apiVersion"]
+    assert set(doc) <= {"apiVersion", "kind", "metadata", "spec", "__file__"}, set(doc)
+    assert set(doc["spec"]) == {"groups"}, doc["spec"]
+    for group in doc["spec"]["groups"]:
+        assert set(group) <= {"name", "interval", "rules"} and group["name"], group
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert rule["alert"][0].isupper() and rule["expr"].strip(), rule
+            assert rule["labels"]["severity"] in {"warning", "critical"}, rule
+            assert all(isinstance(v, str) for v in rule["annotations"].values()), rule
+
+
 # --------------------------------------------------------------------------------------------
 # What the chart promises
 
@@ -312,7 +351,7 @@ def test_server_probes_security_and_resources():
             pod = deployment["spec"]["template"]["spec"]
             pod_security = pod["securityContext"]
             assert pod_security["runAsNonRoot"] is True
-            assert pod_security["runAsUser"] != 0
+            assert pod_security.get("runAsUser") != 0
             assert pod_security["seccompProfile"]["type"] == "RuntimeDefault"
             for container in pod["containers"]:
                 security = container["securityContext"]
@@ -448,6 +487,7 @@ def test_operator_settings():
     docs, _ = rendered("default")
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
     pod = operator_deployment(docs)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "niso-operator"
 
@@ -488,42 +528,146 @@ def rule_grants(rules):
     return grants
 
 
+OPERATOR_CLUSTER_ROLE = f"niso-operator-{NAMESPACE}"
+APIKEY_VERBS = {
+    ("niso.online", "apikeys"): {"get", "list", "watch", "patch"},
+    ("niso.online", "apikeys/status"): {"get", "patch"},
+    ("niso.online", "apikeys/finalizers"): {"update"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
 def test_rbac_is_least_privilege():
     for value_set in VALUE_SETS:
         docs, _ = rendered(value_set)
-        if not VALUE_SETS[value_set].get("operator", {}).get("enabled", True):
+        operator_values = VALUE_SETS[value_set].get("operator", {})
+        if not operator_values.get("enabled", True):
             continue
-        cluster_roles = find(docs, "ClusterRole")
-        assert len(cluster_roles) == 1, value_set
-        grants = rule_grants(cluster_roles[0]["rules"])
+        watched = operator_values.get("watchNamespaces", [])
+        cluster_role = one(docs, "ClusterRole", OPERATOR_CLUSTER_ROLE)
+        grants = rule_grants(cluster_role["rules"])
         for key, verbs in grants.items():
             assert key in ALLOWED_CLUSTER_VERBS, f"unexpected cluster-wide grant {key}"
             assert verbs <= ALLOWED_CLUSTER_VERBS[key], f"{key}: {verbs - ALLOWED_CLUSTER_VERBS[key]} too wide"
         # What the operator needs, it has.
-        for needed in [("niso.online", "registrynamespaces"), ("niso.online", "apikeys"),
-                       ("niso.online", "registrynamespaces/status"), ("niso.online", "apikeys/status"),
-                       ("niso.online", "registrynamespaces/finalizers"), ("niso.online", "apikeys/finalizers")]:
+        for needed in [("niso.online", "registrynamespaces"), ("niso.online", "registrynamespaces/status"),
+                       ("niso.online", "registrynamespaces/finalizers")]:
             assert needed in grants, needed
-        assert {"get", "list", "watch"} <= grants[("niso.online", "apikeys")]
-        assert {"get", "patch"} <= grants[("", "secrets")]
-        assert "update" not in grants[("", "secrets")] and "deletecollection" not in grants[("", "secrets")]
         assert "create" in grants[("events.k8s.io", "events")]
         assert ("coordination.k8s.io", "leases") not in grants, "leases belong in a namespaced Role"
 
-        roles = find(docs, "Role")
-        assert len(roles) == 1, value_set
-        assert roles[0]["metadata"]["namespace"] == NAMESPACE
-        role_grants = rule_grants(roles[0]["rules"])
-        assert role_grants == ALLOWED_NAMESPACED_VERBS, role_grants
+        roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in find(docs, "Role")}
+        leader = roles.pop((NAMESPACE, "niso-operator-leader-election"))
+        assert rule_grants(leader["rules"]) == ALLOWED_NAMESPACED_VERBS
+        if watched:
+            # ApiKeys and Secrets only where they are watched: no cluster-wide Secrets.
+            assert ("", "secrets") not in grants and ("niso.online", "apikeys") not in grants, grants
+            assert sorted(ns for ns, _ in roles) == sorted(watched), roles.keys()
+            for role in roles.values():
+                assert rule_grants(role["rules"]) == APIKEY_VERBS, role
+        else:
+            assert not roles, roles.keys()
+            for key, verbs in APIKEY_VERBS.items():
+                assert grants[key] == verbs, key
+            assert "update" not in grants[("", "secrets")] and "deletecollection" not in grants[("", "secrets")]
 
-        subjects = [s for binding in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")
-                    for s in binding["subjects"]]
+        bindings = find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")
+        subjects = [s for binding in bindings for s in binding["subjects"]]
         assert subjects and all(
             s == {"kind": "ServiceAccount", "name": "niso-operator", "namespace": NAMESPACE} for s in subjects
         ), subjects
-        assert one(docs, "ClusterRoleBinding", "niso-operator")["roleRef"]["name"] == "niso-operator"
+        assert len(bindings) == 2 + len(watched), [b["metadata"]["name"] for b in bindings]
+        binding = one(docs, "ClusterRoleBinding", OPERATOR_CLUSTER_ROLE)
+        assert binding["roleRef"]["name"] == OPERATOR_CLUSTER_ROLE
         # The API server's account has no role at all.
         assert all(s["name"] != "niso" for s in subjects)
+
+
+def test_cluster_scoped_names_are_unique_per_release_and_namespace():
+    names = {}
+    for namespace in ["staging", "production"]:
+        files = chart().render({}, name=RELEASE, namespace=namespace)
+        docs = [doc for name, text in files.items() if not name.endswith("NOTES.txt")
+                for doc in yaml.safe_load_all(text) if doc]
+        names[namespace] = {d["metadata"]["name"] for d in docs
+                            if d["kind"] in ("ClusterRole", "ClusterRoleBinding")}
+        assert names[namespace], namespace
+    assert not names["staging"] & names["production"], names
+
+
+def test_aggregated_roles_let_teams_manage_api_keys_but_not_grants():
+    docs, _ = rendered("default")
+    view = one(docs, "ClusterRole", f"{OPERATOR_CLUSTER_ROLE}-view")
+    edit = one(docs, "ClusterRole", f"{OPERATOR_CLUSTER_ROLE}-edit")
+    for role, aggregates in [(view, {"view", "edit", "admin"}), (edit, {"edit", "admin"})]:
+        labels = role["metadata"]["labels"]
+        assert {k.rsplit("-", 1)[1] for k in labels if k.startswith("rbac.authorization.k8s.io/aggregate-to-")} \
+            == aggregates, labels
+    assert rule_grants(view["rules"]) == {
+        ("niso.online", resource): {"get", "list", "watch"}
+        for resource in ["apikeys", "apikeys/status", "registrynamespaces", "registrynamespaces/status"]
+    }
+    edit_grants = rule_grants(edit["rules"])
+    assert set(edit_grants) == {("niso.online", "apikeys")}, edit_grants
+    # RegistryNamespaces hold the grants: never writable through the default roles.
+    assert all("registrynamespaces" not in resource for _, resource in edit_grants)
+    docs, _ = render({"operator": {"rbac": {"aggregateToDefaultRoles": False}}})
+    assert [r["metadata"]["name"] for r in find(docs, "ClusterRole")] == [OPERATOR_CLUSTER_ROLE]
+
+
+def test_shared_cluster_settings():
+    docs, _ = rendered("shared-cluster")
+    deployment = operator_deployment(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = env_of(container)
+    assert env["NISO_OPERATOR_WATCH_NAMESPACES"]["value"] == "team-a,team-b"
+    assert env["NISO_OPERATOR_INSTANCE"]["value"] == "prod"
+    assert env["NISO_OPERATOR_PRIVILEGED_NAMESPACES"]["value"] == "platform"
+    assert env["SSL_CERT_DIR"]["value"] == "/etc/ssl/private-ca"
+    for workload in [deployment, server_deployment(docs)]:
+        spec = workload["spec"]["template"]["spec"]
+        # OpenShift assigns the ids: none is fixed.
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(spec["securityContext"]), spec["securityContext"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        security = spec["containers"][0]["securityContext"]
+        assert not {"runAsUser", "runAsGroup"} & set(security), security
+        assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in spec["volumes"]
+        assert {"name": "ca", "mountPath": "/etc/ssl/private-ca", "readOnly": True} in \
+            spec["containers"][0]["volumeMounts"]
+    # By default: fixed ids, no extra settings.
+    docs, _ = rendered("default")
+    pod = operator_deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532 and pod["securityContext"]["fsGroup"] == 65532
+    assert pod["containers"][0]["securityContext"]["runAsGroup"] == 65532
+    env = env_of(pod["containers"][0])
+    assert not {"NISO_OPERATOR_WATCH_NAMESPACES", "NISO_OPERATOR_INSTANCE",
+                "NISO_OPERATOR_PRIVILEGED_NAMESPACES"} & set(env), env.keys()
+
+
+def test_prometheus_rule_is_off_by_default_and_covers_the_alerts():
+    docs, _ = rendered("default")
+    assert not find(docs, "PrometheusRule")
+    docs, _ = rendered("shared-cluster")
+    rule = one(docs, "PrometheusRule", "niso")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {"NisoApiKeyExpiresSoon", "NisoOperatorReconcileFailures", "NisoOperatorNoLeader",
+                           "NisoOperatorNotReady", "NisoGcFailing", "NisoApiErrorRate"}, set(alerts)
+    assert "niso_operator_api_key_expiry_timestamp_seconds" in alerts["NisoApiKeyExpiresSoon"]["expr"]
+    assert "604800" in alerts["NisoApiKeyExpiresSoon"]["expr"], "7 days by default"
+    assert "niso_operator_reconcile_failures_total" in alerts["NisoOperatorReconcileFailures"]["expr"]
+    assert "niso_operator_leader" in alerts["NisoOperatorNoLeader"]["expr"]
+    assert 'result="error"' in alerts["NisoGcFailing"]["expr"]
+    assert 'status=~"5.."' in alerts["NisoApiErrorRate"]["expr"]
+    assert "0.05" in alerts["NisoApiErrorRate"]["expr"]
+    # Every metric an alert reads is one the code exports.
+    sources = "".join(p.read_text() for p in (REPO / "operator" / "src").glob("*.rs"))
+    sources += (REPO / "server" / "src" / "http" / "metrics.rs").read_text()
+    for alert in alerts.values():
+        for metric in {w for w in __import__("re").findall(r"niso_[a-z_]+", alert["expr"])}:
+            assert f'"{metric}"' in sources, f"{alert['alert']} reads {metric}, which nothing exports"
 
 
 def test_service_monitors_for_both_components():
@@ -674,7 +818,8 @@ def test_schema_forbids_unknown_keys_everywhere():
     # Only Kubernetes objects passed through as is (validated by the API server) and Helm's
     # `global` are free-form.
     for path in free_form:
-        assert path.endswith(("/nodeAffinity", "/podAffinity", "/podAntiAffinity", "/valueFrom", "/global")), path
+        assert path.endswith(("/nodeAffinity", "/podAffinity", "/podAntiAffinity", "/valueFrom", "/global",
+                              "/extraVolumes/items")), path
     # Every default value is described by the schema.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
 

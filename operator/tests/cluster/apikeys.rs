@@ -5,16 +5,20 @@
 //! further refusal: copy `a_refused_api_key_says_why_and_gets_no_key`).
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use reqwest::StatusCode;
 
 use crate::Cluster;
+use niso_operator::crd::{
+    ApiKey, ApiKeySpec, DeletionPolicy, GrantAction, GrantSpec, MembersPolicy, RegistryNamespace,
+    RegistryNamespaceSpec,
+};
 use niso_test_support::{Backend, archives};
-use niso_operator::crd::{ApiKey, ApiKeySpec};
 
 niso_test_support::for_each_backend!(
     an_api_key_works_rotates_and_is_revoked,
-    a_refused_api_key_says_why_and_gets_no_key
+    a_refused_api_key_says_why_and_gets_no_key,
+    a_key_is_minted_only_within_its_namespace_grant
 );
 
 const RESOURCE: &str = "apikeys";
@@ -27,6 +31,9 @@ pub fn api_key(name: &str, user: Option<&str>, scope: &str, secret: &str) -> Api
             scope: scope.into(),
             secret_name: Some(secret.into()),
             expires_at: None,
+            duration: None,
+            renew_before: None,
+            secret_template: None,
         },
     )
 }
@@ -179,6 +186,103 @@ async fn a_refused_api_key_says_why_and_gets_no_key(backend: Backend) {
         .unwrap();
     assert_eq!(secret["data"], serde_json::json!({"api-key": "bWluZQ=="}));
     assert!(secret["metadata"].get("ownerReferences").is_none());
+
+    cluster.finish(vec![operator]).await;
+}
+
+/// `@team`, owned by alice, whose grants give Kubernetes namespace `team-a` pull.
+fn team_granting_pull_to_team_a() -> RegistryNamespace {
+    RegistryNamespace::new(
+        "team",
+        RegistryNamespaceSpec {
+            name: None,
+            owner: "alice".into(),
+            members: vec![],
+            members_policy: MembersPolicy::Exact,
+            adopt: false,
+            grants: vec![GrantSpec {
+                namespaces: vec!["team-a".into()],
+                service_accounts: vec![],
+                actions: vec![GrantAction::Pull],
+            }],
+            deletion_policy: DeletionPolicy::Retain,
+        },
+    )
+}
+
+/// Creating an ApiKey is a namespaced right; what its key may do is what the cluster-scoped
+/// RegistryNamespace grants that Kubernetes namespace, through the running controllers: a key
+/// beyond the grant is Forbidden and never minted, one within it works, and withdrawing the
+/// grant revokes it.
+async fn a_key_is_minted_only_within_its_namespace_grant(backend: Backend) {
+    let cluster = Cluster::new(backend).await;
+    cluster.app.register("alice").await;
+    let operator = cluster.operator("operator-a").await;
+    cluster.create(None, &team_granting_pull_to_team_a()).await;
+    cluster
+        .condition("registrynamespaces", None, "team", "True")
+        .await;
+
+    // Another Kubernetes namespace, and more than pull from team-a: refused, named, no key.
+    for (namespace, scope) in [("team-b", "pull:@team/*"), ("team-a", "push:@team/*")] {
+        let name = format!("wants-{}", scope.split(':').next().unwrap());
+        cluster
+            .create(Some(namespace), &api_key(&name, None, scope, &name))
+            .await;
+        cluster
+            .condition(RESOURCE, Some(namespace), &name, "False")
+            .await;
+        let (_, reason, message) = cluster.ready(RESOURCE, Some(namespace), &name).unwrap();
+        assert_eq!(reason, "Forbidden", "{namespace} {scope}: {message}");
+        assert!(
+            message.contains(namespace) && message.contains("@team"),
+            "{message}"
+        );
+        assert!(
+            cluster
+                .api
+                .object("secrets", Some(namespace), &name)
+                .is_none()
+        );
+    }
+
+    // Within the grant: a key that authenticates.
+    cluster
+        .create(
+            Some("team-a"),
+            &api_key("reader", None, "pull:@team/*", "reader-key"),
+        )
+        .await;
+    cluster
+        .condition(RESOURCE, Some("team-a"), "reader", "True")
+        .await;
+    let key = secret_key(&cluster, "team-a", "reader-key", None).await;
+    assert!(cluster.app.registry.authenticate(&key).await.is_ok());
+
+    // The grant withdrawn: the ApiKey turns Forbidden and its key stops working.
+    let namespaces: Api<RegistryNamespace> = Api::all(cluster.user());
+    namespaces
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"grants": []}})),
+        )
+        .await
+        .unwrap();
+    cluster
+        .condition(RESOURCE, Some("team-a"), "reader", "False")
+        .await;
+    cluster
+        .wait("the withdrawn grant's key to be revoked", async || {
+            cluster
+                .app
+                .registry
+                .authenticate(&key)
+                .await
+                .is_err()
+                .then_some(())
+        })
+        .await;
 
     cluster.finish(vec![operator]).await;
 }

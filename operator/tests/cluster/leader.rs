@@ -3,9 +3,9 @@
 
 use crate::Cluster;
 use crate::apikeys::{api_key, secret_key};
-use niso_test_support::Backend;
 use crate::namespaces::registry_namespace;
 use niso_operator::crd::DeletionPolicy;
+use niso_test_support::Backend;
 
 niso_test_support::for_each_backend!(one_lease_one_reconciler_and_a_takeover);
 

@@ -1,5 +1,5 @@
 //! The running operator end to end: its controllers and leader election (as `niso-operator
-//! run` wires them: a Lease, then `run_controllers_while_leader`) against an in-memory
+//! run` wires them: a Lease, then `controllers::run_while_leader`) against an in-memory
 //! Kubernetes API server (`api_server`) and a real registry on both backends (SQLite + files,
 //! PostgreSQL + S3), served over HTTP by an in-process niso-server on the same storage. Every
 //! request an operator makes is recorded and checked against the chart's RBAC (`rbac`): a
@@ -29,16 +29,19 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use api_server::ApiServer;
-use niso_test_support::{Backend, Storage, TestApp, test_settings};
 use niso_operator::context::{Context, Settings};
+use niso_operator::controllers::run_while_leader;
 use niso_operator::metrics::Metrics;
-use niso_operator::run::run_controllers_while_leader;
+use niso_test_support::{Backend, Storage, TestApp, test_settings};
 
 pub const REGISTRY_URL: &str = "https://niso.example.com";
 /// The Lease, as the chart names it (NISO_OPERATOR_LEASE_NAME's default).
 pub const LEASE: &str = "niso-operator";
 /// The test's own client (a cluster user, not the operator: not checked against the chart).
 pub const USER: &str = "kubectl";
+/// The Kubernetes namespace the chart's values name privileged (`operator.privilegedNamespaces`):
+/// its ApiKeys may hold registry-wide scopes and act as a registry user.
+pub const PRIVILEGED: &str = "apps";
 /// How long a scenario waits for the operator to converge (a deadline, not an assertion).
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -129,6 +132,7 @@ impl Cluster {
         let mut settings = Settings::new(REGISTRY_URL);
         settings.min_backoff = Duration::from_millis(200);
         settings.max_backoff = Duration::from_secs(2);
+        settings.privileged_namespaces = vec![PRIVILEGED.to_owned()];
         configure(&mut settings);
         let lease = LeaseManagerBuilder::new(client.clone(), lease)
             .with_namespace(rbac::RELEASE_NAMESPACE)
@@ -147,7 +151,7 @@ impl Cluster {
             Some(identity.to_owned()),
         ));
         let (stop, stopped) = watch::channel(false);
-        let controllers = tokio::spawn(run_controllers_while_leader(ctx, leader.clone(), stopped));
+        let controllers = tokio::spawn(run_while_leader(ctx, leader.clone(), stopped));
         Operator {
             identity: identity.to_owned(),
             metrics,

@@ -4,7 +4,7 @@
 //! finalizer holds the object until the registry namespace is gone) or `Retain`.
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use niso_operator::crd::{DeletionPolicy, RegistryNamespace, RegistryNamespaceSpec};
+use niso_operator::crd::{DeletionPolicy, MembersPolicy, RegistryNamespace, RegistryNamespaceSpec};
 
 use crate::Cluster;
 use crate::api_server::Part;
@@ -19,6 +19,9 @@ pub fn registry_namespace(name: &str, owner: &str, policy: DeletionPolicy) -> Re
             name: None,
             owner: owner.into(),
             members: vec![],
+            members_policy: MembersPolicy::Exact,
+            adopt: false,
+            grants: vec![],
             deletion_policy: policy,
         },
     )

@@ -24,6 +24,8 @@ use niso_operator::reconciler::reconcile;
 crate::for_each_backend!(
     creation_writes_the_key_into_an_owned_secret,
     a_changed_scope_rotates_the_key,
+    a_stale_cache_does_not_rotate_twice,
+    a_key_with_a_duration_renews_itself_before_it_ends,
     a_deleted_secret_rotates_the_key,
     deletion_revokes_the_key,
     an_invalid_scope_changes_nothing,
@@ -44,6 +46,9 @@ fn resource(user: Option<&str>, scope: &str) -> ApiKey {
             scope: scope.into(),
             secret_name: Some("ci-key".into()),
             expires_at: None,
+            duration: None,
+            renew_before: None,
+            secret_template: None,
         },
     );
     key.metadata.namespace = Some("apps".into());
@@ -179,6 +184,27 @@ async fn creation_writes_the_key_into_an_owned_secret(backend: Backend) {
         .publish(&value, "@alice/tool", "1.0.0", "x86_64-linux")
         .await;
 
+    // The use shows in status (lastUsedAt, from the registry).
+    let object = json_of(&key);
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+    })
+    .await
+    .expect("use recorded");
+    assert!(
+        status_patch["status"]["lastUsedAt"].is_string(),
+        "{status_patch}"
+    );
+    let key = from_json(with_status(&object, &status_patch));
+
     // Unchanged: one read of the Secret, no write.
     let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
         api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
@@ -245,6 +271,223 @@ async fn a_changed_scope_rotates_the_key(backend: Backend) {
     let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();
     assert_eq!(principal.scope.to_string(), "pull:*");
     assert_eq!(live_keys(&fixture).await, 1);
+}
+
+/// After a rotation, the Secret's watch event starts a reconcile while the cache still holds
+/// the resource with the old (now revoked) key id: that reconcile must not rotate again.
+async fn a_stale_cache_does_not_rotate_twice(backend: Backend) {
+    let mut fixture = Fixture::new(backend).await;
+    let (key, secret, _) = create(&mut fixture, resource(None, "pull:*,push:@alice/*")).await;
+    let old_id = key.status.as_ref().unwrap().key_id.unwrap();
+    let mut changed = key.clone();
+    changed.spec.scope = "pull:*".into();
+    changed.metadata.generation = Some(2);
+    let object = json_of(&changed);
+    let mut secret_patch = Value::Null;
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("apps", "Normal", "KeyRotated").await;
+    })
+    .await
+    .expect("rotated");
+    let (rotated_secret, value) = written_secret(&secret_patch);
+    let new_id = status_patch["status"]["keyId"].as_i64().unwrap();
+    assert_ne!(new_id, old_id);
+    assert_eq!(
+        rotated_secret["metadata"]["annotations"]["niso.online/key-id"],
+        new_id.to_string(),
+        "the Secret records the key it holds"
+    );
+
+    // The stale resource: the new spec, the old status (key id revoked by the rotation).
+    assert_eq!(changed.status.as_ref().unwrap().key_id, Some(old_id));
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, rotated_secret.clone()))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+    })
+    .await
+    .expect("no second rotation");
+    assert_eq!(status_patch["status"]["keyId"].as_i64(), Some(new_id));
+    assert_eq!(status_patch["status"]["scope"], "pull:*");
+    assert_eq!(ready_of(&status_patch).0, "True");
+    let principal = fixture.app.registry.authenticate(&value).await.unwrap();
+    assert_eq!(
+        principal.key_id, new_id,
+        "the key the workload read still works"
+    );
+    assert_eq!(live_keys(&fixture).await, 1);
+}
+
+/// `duration` / `renewBefore`: the key lives `duration` and is replaced `renewBefore` ahead of
+/// its end; status says when, the Secret carries the template's metadata, the end is a metric.
+async fn a_key_with_a_duration_renews_itself_before_it_ends(backend: Backend) {
+    use sea_orm::{ActiveModelTrait, Set};
+    let mut fixture = Fixture::new(backend).await;
+    let mut spec = resource(None, "pull:*");
+    spec.spec.duration = Some("24h".into());
+    spec.spec.renew_before = Some("8h".into());
+    spec.spec.secret_template = Some(niso_operator::crd::SecretTemplate {
+        labels: [("team".to_owned(), "platform".to_owned())].into(),
+        annotations: [("reloader.stakater.com/match".to_owned(), "true".to_owned())].into(),
+    });
+    let started = chrono::Utc::now().timestamp();
+    let (key, secret, value) = create(&mut fixture, spec).await;
+    let status = key.status.clone().unwrap();
+    let not_after = status.not_after.as_ref().expect("notAfter").0.as_second();
+    assert!(
+        (not_after - started - 24 * 3600).abs() <= 60,
+        "lives 24h: {not_after}"
+    );
+    assert_eq!(
+        status
+            .renewal_time
+            .as_ref()
+            .expect("renewalTime")
+            .0
+            .as_second(),
+        not_after - 8 * 3600
+    );
+    assert!(status.last_rotation_time.is_some());
+    assert_eq!(
+        status.expires_at, None,
+        "expiresAt is the spec's fixed end only"
+    );
+    assert_eq!(secret["metadata"]["labels"]["team"], "platform");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "niso-operator"
+    );
+    assert_eq!(
+        secret["metadata"]["annotations"]["reloader.stakater.com/match"],
+        "true"
+    );
+    let metrics = fixture.ctx.metrics.render();
+    let series = format!(
+        "niso_operator_api_key_expiry_timestamp_seconds{{apikey=\"ci\",apikey_namespace=\"apps\"}} {not_after}"
+    );
+    assert!(
+        metrics.contains(&series),
+        "{series} missing from:\n{metrics}"
+    );
+
+    // Used, then reconciled before renewal is due: status shows the use, nothing rotates.
+    fixture.app.registry.authenticate(&value).await.unwrap();
+    let object = json_of(&key);
+    let mut status_patch = Value::Null;
+    let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+    })
+    .await
+    .expect("in place");
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    assert!(
+        status_patch["status"]["lastUsedAt"].is_string(),
+        "{status_patch}"
+    );
+    let key: ApiKey = from_json(with_status(&object, &status_patch));
+
+    // 20 hours later (the key's times moved back): 4h are left, less than renewBefore.
+    let id = status.key_id.unwrap();
+    let now = chrono::Utc::now().naive_utc();
+    let mut stored: entity::api_key::ActiveModel = entity::api_key::Entity::find_by_id(id)
+        .one(fixture.app.registry.database())
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    stored.created_at = Set(now - chrono::TimeDelta::hours(20));
+    stored.expires_at = Set(Some(now + chrono::TimeDelta::hours(4)));
+    stored
+        .update(fixture.app.registry.database())
+        .await
+        .unwrap();
+    let object = json_of(&key);
+    let mut secret_patch = Value::Null;
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+            .await;
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        let event = api.expect_event("apps", "Normal", "KeyRotated").await;
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("renewal"),
+            "{}",
+            event.body
+        );
+    })
+    .await
+    .expect("renewed");
+    let (_, renewed) = written_secret(&secret_patch);
+    assert!(fixture.app.registry.authenticate(&value).await.is_err());
+    let principal = fixture.app.registry.authenticate(&renewed).await.unwrap();
+    assert_ne!(principal.key_id, id);
+    let renewed_until = status_patch["status"]["notAfter"].as_str().unwrap();
+    let renewed_until = renewed_until
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap()
+        .as_second();
+    assert!(
+        (renewed_until - chrono::Utc::now().timestamp() - 24 * 3600).abs() <= 60,
+        "a fresh 24h: {renewed_until}"
+    );
+    assert_eq!(live_keys(&fixture).await, 1);
+
+    // Gone with the ApiKey: no series left behind.
+    let key: ApiKey = from_json(with_status(&object, &status_patch));
+    let key = deleting(&key);
+    let object = json_of(&key);
+    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
+        api.expect_event("apps", "Normal", "KeyRevoked").await;
+        api.expect("PATCH", PATH, |_| (200, crate::without_finalizer(&object)))
+            .await;
+    })
+    .await
+    .expect("revoked");
+    assert!(
+        !fixture
+            .ctx
+            .metrics
+            .render()
+            .contains("niso_operator_api_key_expiry_timestamp_seconds{")
+    );
 }
 
 async fn a_deleted_secret_rotates_the_key(backend: Backend) {
@@ -390,11 +633,21 @@ async fn an_unlinked_key_with_an_expiry(backend: Backend) {
     let (key, secret, value) = create(&mut fixture, key).await;
     let principal = fixture.app.registry.authenticate(&value).await.unwrap();
     assert!(principal.scope.has_admin());
+    assert_eq!(
+        key.status.as_ref().unwrap().not_after,
+        Some(Time(expires)),
+        "notAfter is the fixed expiry"
+    );
     // Requeued before the resync when the key expires sooner... (an hour is later than the
-    // resync, so the resync wins here).
+    // resync, so the resync wins here). The use is recorded in status.
+    let object = json_of(&key);
     let action = run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
         api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
             .await;
+        api.expect("PATCH", STATUS_PATH, |seen| {
+            (200, with_status(&object, &seen.body))
+        })
+        .await;
     })
     .await
     .unwrap();

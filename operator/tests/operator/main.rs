@@ -4,11 +4,14 @@
 //! names the harness the same way).
 
 mod apikeys;
+mod claims;
 mod gc;
+mod grants;
 mod lease;
 mod metrics;
 mod mock;
 mod namespaces;
+mod scoping;
 
 use std::sync::Arc;
 
@@ -17,10 +20,15 @@ use niso_test_support::for_each_backend;
 use serde_json::Value;
 
 use common::{Backend, TestApp, test_settings};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
 use niso_operator::context::{Context, Settings};
+use niso_operator::crd::RegistryNamespace;
 use niso_operator::metrics::Metrics;
 
 pub const REGISTRY_URL: &str = "https://niso.example.com";
+/// The Kubernetes namespace the fixture's operator trusts with registry-wide keys.
+pub const PRIVILEGED: &str = "apps";
 
 /// A registry served over HTTP (for uploads and API checks) and an operator context on the
 /// same registry, talking to a scripted API.
@@ -32,17 +40,46 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new(backend: Backend) -> Fixture {
+        Fixture::with_settings(backend, |settings| settings).await
+    }
+
+    /// A fixture whose operator settings `adjust` changes.
+    pub async fn with_settings(
+        backend: Backend,
+        adjust: impl FnOnce(Settings) -> Settings,
+    ) -> Fixture {
         let app = TestApp::with_settings(backend, test_settings()).await;
         let (client, api) = mock::client();
+        let settings = adjust(Settings {
+            privileged_namespaces: vec![PRIVILEGED.into()],
+            ..Settings::new(REGISTRY_URL)
+        });
         let ctx = Arc::new(Context::new(
             client,
             app.registry.clone(),
             Arc::new(Metrics::new()),
-            Settings::new(REGISTRY_URL),
+            settings,
             Some("test".into()),
         ));
+        ctx.use_namespace_store(listed(&[]));
         Fixture { app, ctx, api }
     }
+
+    /// The operator now sees these RegistryNamespaces (and their grants).
+    pub fn set_namespaces(&self, resources: &[RegistryNamespace]) {
+        self.ctx.use_namespace_store(listed(resources));
+    }
+}
+
+/// A RegistryNamespace cache that has listed `resources`.
+pub fn listed(resources: &[RegistryNamespace]) -> Store<RegistryNamespace> {
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for resource in resources {
+        writer.apply_watcher_event(&watcher::Event::InitApply(resource.clone()));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
 }
 
 /// `object` with `status` from an apply patch of the status subresource.

@@ -16,7 +16,7 @@ use crate::{
 };
 use niso_operator::context::Context;
 use niso_operator::crd::{
-    DeletionPolicy, MemberRole, MemberSpec, RegistryNamespace, RegistryNamespaceSpec,
+    DeletionPolicy, MemberRole, MemberSpec, MembersPolicy, RegistryNamespace, RegistryNamespaceSpec,
 };
 use niso_operator::reconciler::{error_policy, reconcile};
 
@@ -31,10 +31,12 @@ crate::for_each_backend!(
     an_existing_org_is_adopted,
 );
 
-const PATH: &str = "/apis/niso.online/v1alpha1/registrynamespaces/team";
-const STATUS_PATH: &str = "/apis/niso.online/v1alpha1/registrynamespaces/team/status";
+pub const PATH: &str = "/apis/niso.online/v1alpha1/registrynamespaces/team";
+pub const STATUS_PATH: &str = "/apis/niso.online/v1alpha1/registrynamespaces/team/status";
+pub const UID: &str = "5a0e0c1c-0000-4000-8000-000000000001";
 
-fn resource(
+/// A resource managing `@team` with exactly these members.
+pub fn resource(
     owner: &str,
     members: &[(&str, MemberRole)],
     policy: DeletionPolicy,
@@ -51,24 +53,27 @@ fn resource(
                     role: *role,
                 })
                 .collect(),
+            members_policy: MembersPolicy::Exact,
+            adopt: false,
+            grants: vec![],
             deletion_policy: policy,
         },
     );
-    rns.metadata.uid = Some("5a0e0c1c-0000-4000-8000-000000000001".into());
+    rns.metadata.uid = Some(UID.into());
     rns.metadata.generation = Some(1);
     rns.metadata.resource_version = Some("1".into());
     rns
 }
 
-fn json_of(rns: &RegistryNamespace) -> Value {
+pub fn json_of(rns: &RegistryNamespace) -> Value {
     serde_json::to_value(rns).expect("JSON")
 }
 
-fn from_json(value: Value) -> RegistryNamespace {
+pub fn from_json(value: Value) -> RegistryNamespace {
     serde_json::from_value(value).expect("a RegistryNamespace")
 }
 
-async fn run_reconcile(
+pub async fn run_reconcile(
     api: &mut MockApi,
     ctx: &Arc<Context>,
     rns: &RegistryNamespace,
@@ -79,7 +84,7 @@ async fn run_reconcile(
 
 /// Takes a new resource through the finalizer and the first convergence; returns it as the
 /// API would hold it afterwards (finalizer and status set).
-async fn create(fixture: &mut Fixture, rns: RegistryNamespace) -> RegistryNamespace {
+pub async fn create(fixture: &mut Fixture, rns: RegistryNamespace) -> RegistryNamespace {
     let object = json_of(&rns);
     let action = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
         let seen = api
@@ -128,7 +133,7 @@ async fn create(fixture: &mut Fixture, rns: RegistryNamespace) -> RegistryNamesp
     from_json(with_status(&object, &status_patch))
 }
 
-async fn members(fixture: &Fixture, name: &str) -> Vec<(String, String)> {
+pub async fn members(fixture: &Fixture, name: &str) -> Vec<(String, String)> {
     fixture
         .app
         .registry
@@ -141,7 +146,7 @@ async fn members(fixture: &Fixture, name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
@@ -266,7 +271,7 @@ async fn member_changes_converge(backend: Backend) {
     fixture
         .app
         .registry
-        .converge_members(&crate::common::test_authority(), "@team", &[])
+        .converge_members(&crate::common::test_authority(), "@team", &[], true)
         .await
         .expect("drift");
     run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
@@ -281,7 +286,7 @@ async fn member_changes_converge(backend: Backend) {
     );
 }
 
-fn deleting(rns: &RegistryNamespace) -> RegistryNamespace {
+pub fn deleting(rns: &RegistryNamespace) -> RegistryNamespace {
     let mut rns = rns.clone();
     rns.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         k8s_openapi::jiff::Timestamp::now(),
@@ -411,7 +416,7 @@ async fn deleting_when_the_namespace_is_already_gone_succeeds(backend: Backend) 
         fixture
             .app
             .registry
-            .delete_empty_namespace(&crate::common::test_authority(), "@team")
+            .delete_empty_namespace(&crate::common::test_authority(), "@team", UID)
             .await
             .unwrap()
     );
@@ -577,6 +582,7 @@ async fn an_existing_org_is_adopted(backend: Backend) {
         &[("bob", MemberRole::Member)],
         DeletionPolicy::Retain,
     );
+    rns.spec.adopt = true;
     rns.metadata.finalizers = Some(vec![niso_operator::context::FINALIZER.into()]);
     let object = json_of(&rns);
     let mut event = Value::Null;

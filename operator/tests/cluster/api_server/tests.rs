@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{ApiServer, Part};
 use niso_operator::crd::{
-    ApiKey, ApiKeySpec, DeletionPolicy, RegistryNamespace, RegistryNamespaceSpec,
+    ApiKey, ApiKeySpec, DeletionPolicy, MembersPolicy, RegistryNamespace, RegistryNamespaceSpec,
 };
 
 fn secret(name: &str, labels: serde_json::Value) -> Secret {
@@ -29,6 +29,9 @@ fn api_key(name: &str, scope: &str) -> ApiKey {
             scope: scope.into(),
             secret_name: None,
             expires_at: None,
+            duration: None,
+            renew_before: None,
+            secret_template: None,
         },
     )
 }
@@ -139,6 +142,9 @@ async fn finalizers_block_deletion_until_the_last_one_goes() {
             name: None,
             owner: "alice".into(),
             members: vec![],
+            members_policy: MembersPolicy::Exact,
+            adopt: false,
+            grants: vec![],
             deletion_policy: DeletionPolicy::Retain,
         },
     );
