@@ -1,8 +1,8 @@
 //! Where the client keeps its settings and secrets, and which registry and key a command uses.
 //!
-//! - `config.toml` in the config directory (`$NISO_CONFIG_DIR`, else the platform's config dir
-//!   + `niso`, e.g. `~/.config/niso`): `registry` (the default registry, set by `niso login`)
-//!   and `cache_max_bytes`.
+//! - `config.toml` in the config directory (`$NISO_CONFIG_DIR`, else `niso` in the platform's
+//!   config dir, e.g. `~/.config/niso`): `registry` (the default registry, set by
+//!   `niso login`) and `cache_max_bytes`.
 //! - `credentials.toml` beside it, mode 0600 in a 0700 directory: one API key per registry URL.
 //!   Written atomically (a temporary file renamed over it) so a crash never leaves half a file.
 //! - The chunk cache in `$NISO_CACHE_DIR`, else the platform's cache dir + `niso`.
