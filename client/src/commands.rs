@@ -406,18 +406,19 @@ async fn push_command(
     } else {
         tokio::task::block_in_place(|| push::inspect(path))?
     };
-    let published = push::upload(api, &archive, arch, output).await?;
+    let (published, transfer) = push::publish(api, &archive, arch, output).await?;
     if let Some(tag) = &tag {
         let name = parse_name(&published.name)?;
         push::set_tag(api, &name, tag, &published.version).await?;
     }
     output.result(
         &format!(
-            "pushed {}@{} ({}): {}, sha256 {}{}",
+            "pushed {}@{} ({}): {} (sent {}), sha256 {}{}",
             published.name,
             published.version,
             published.arch,
             human_bytes(published.size),
+            human_bytes(transfer.bytes_sent),
             published.checksum,
             tag.as_ref()
                 .map(|tag| format!(", tagged {tag}"))
@@ -430,6 +431,10 @@ async fn push_command(
             "size": published.size,
             "checksum": published.checksum,
             "tag": tag,
+            "session": transfer.session,
+            "chunks": transfer.chunks,
+            "chunks_sent": transfer.chunks_sent,
+            "bytes_sent": transfer.bytes_sent,
         }),
     );
     Ok(())

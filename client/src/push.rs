@@ -1,5 +1,12 @@
 //! `niso pack` and `niso push`: an archive built from a directory (or taken as given), checked
-//! with the registry's validator before anything is sent, and uploaded as a stream.
+//! with the registry's validator before anything is sent, then uploaded.
+//!
+//! The upload goes through an upload session when the registry offers them (`GET /v1/uploads`):
+//! the archive is chunked locally with the registry's parameters, the session is opened with
+//! the chunk list, and only the chunks the registry lacks are sent ([`PARALLEL_CHUNKS`] at a
+//! time) before the commit. Opening the same session again resumes it, so rerunning a push that
+//! was killed sends only what is still missing. A registry without sessions gets a streamed
+//! `PUT` of the whole archive.
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +19,13 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
 
 use crate::api::{self, Api, Idempotency};
-use crate::error::{CliError, Result};
+use crate::error::{CliError, ErrorKind, Result};
 use crate::output::Output;
+
+/// Chunks sent at once in a session.
+pub const PARALLEL_CHUNKS: usize = 4;
+/// The largest chunking maximum accepted from a registry (bounds the memory of a chunk in flight).
+const MAX_CHUNK_BYTES: u32 = 16 * 1024 * 1024;
 
 /// A local archive, validated.
 pub struct LocalArchive {
@@ -161,4 +173,246 @@ pub async fn set_tag(api: &Api, name: &PackageName, tag: &str, version: &str) ->
         )
         .await?;
     Ok(())
+}
+
+/// What a push sent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Transfer {
+    /// Whether an upload session was used (else the archive was streamed whole).
+    pub session: bool,
+    pub chunks: u64,
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Deserialize)]
+struct UploadParameters {
+    chunking: ChunkingParameters,
+}
+
+#[derive(Deserialize)]
+struct ChunkingParameters {
+    min_size: u32,
+    avg_size: u32,
+    max_size: u32,
+}
+
+#[derive(Deserialize)]
+struct SessionAnswer {
+    id: i64,
+    missing: Vec<String>,
+}
+
+/// One chunk of the local archive.
+#[derive(Debug, Clone)]
+struct LocalChunk {
+    hash: String,
+    offset: u64,
+    size: u64,
+}
+
+/// Publishes the archive: through an upload session when the registry has them, else streamed.
+pub async fn publish(
+    api: &Api,
+    archive: &LocalArchive,
+    arch: &str,
+    output: &Output,
+) -> Result<(Published, Transfer)> {
+    let parameters = match api.get_json::<UploadParameters>("/v1/uploads").await {
+        Ok(parameters) => Some(parameters),
+        // An older registry: no sessions.
+        Err(error) if error.kind == ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    match parameters {
+        Some(parameters) => upload_in_session(api, archive, arch, &parameters, output).await,
+        None => {
+            let published = upload(api, archive, arch, output).await?;
+            let transfer = Transfer {
+                session: false,
+                chunks: 0,
+                chunks_sent: 0,
+                bytes_sent: archive.size,
+            };
+            Ok((published, transfer))
+        }
+    }
+}
+
+/// Cuts the archive the way the registry will (FastCDC with its parameters) and hashes each chunk.
+fn chunk_file(path: &Path, parameters: &ChunkingParameters) -> Result<Vec<LocalChunk>> {
+    use niso_core::chunking::{ChunkingSettings, StreamChunker};
+    let settings = ChunkingSettings {
+        min_size: parameters.min_size,
+        avg_size: parameters.avg_size,
+        max_size: parameters.max_size,
+    };
+    let sane = 0 < settings.min_size
+        && settings.min_size <= settings.avg_size
+        && settings.avg_size <= settings.max_size
+        && settings.max_size <= MAX_CHUNK_BYTES;
+    if !sane {
+        return Err(CliError::server(format!(
+            "the registry's chunking parameters are unusable: {settings:?}"
+        )));
+    }
+    let mut chunker = StreamChunker::new(settings);
+    let mut file = std::fs::File::open(path)
+        .map_err(|error| CliError::io(format!("reading {}", path.display()), error))?;
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut chunks = Vec::new();
+    let mut offset = 0u64;
+    let mut record = |pieces: Vec<bytes::Bytes>, chunks: &mut Vec<LocalChunk>| {
+        for piece in pieces {
+            chunks.push(LocalChunk {
+                hash: crate::cache::sha256_hex(&piece),
+                offset,
+                size: piece.len() as u64,
+            });
+            offset += piece.len() as u64;
+        }
+    };
+    loop {
+        let read = std::io::Read::read(&mut file, &mut buffer)
+            .map_err(|error| CliError::io(format!("reading {}", path.display()), error))?;
+        if read == 0 {
+            break;
+        }
+        record(chunker.push(&buffer[..read]), &mut chunks);
+    }
+    record(chunker.finish(), &mut chunks);
+    Ok(chunks)
+}
+
+async fn upload_in_session(
+    api: &Api,
+    archive: &LocalArchive,
+    arch: &str,
+    parameters: &UploadParameters,
+    output: &Output,
+) -> Result<(Published, Transfer)> {
+    let chunks = tokio::task::block_in_place(|| chunk_file(&archive.path, &parameters.chunking))?;
+    let declaration = serde_json::json!({
+        "name": archive.manifest.name,
+        "version": archive.manifest.version,
+        "arch": arch,
+        "size": archive.size,
+        "checksum": archive.checksum,
+        "chunks": chunks
+            .iter()
+            .map(|chunk| serde_json::json!({"hash": chunk.hash, "size": chunk.size}))
+            .collect::<Vec<_>>(),
+    });
+    // Opening is idempotent: the registry resumes the session this key has for the same list.
+    let session: SessionAnswer = api
+        .send_json(
+            Method::POST,
+            "/v1/uploads",
+            &declaration,
+            Idempotency::Idempotent,
+        )
+        .await?;
+    let by_hash: std::collections::HashMap<&str, &LocalChunk> = chunks
+        .iter()
+        .rev()
+        .map(|chunk| (chunk.hash.as_str(), chunk))
+        .collect();
+    let mut to_send = Vec::with_capacity(session.missing.len());
+    for hash in &session.missing {
+        let chunk = by_hash.get(hash.as_str()).ok_or_else(|| {
+            CliError::server(format!(
+                "the registry asked for chunk {hash}, which is not ours"
+            ))
+        })?;
+        to_send.push((*chunk).clone());
+    }
+    let bytes_to_send: u64 = to_send.iter().map(|chunk| chunk.size).sum();
+    if chunks.len() > to_send.len() {
+        output.note(&format!(
+            "{} of {} chunks already in the registry; sending {}",
+            chunks.len() - to_send.len(),
+            chunks.len(),
+            crate::output::human_bytes(bytes_to_send)
+        ));
+    }
+    let bar = output.bytes_bar(
+        bytes_to_send,
+        &format!("{}@{}", archive.manifest.name, archive.manifest.version),
+    );
+    let file = std::sync::Arc::new(
+        std::fs::File::open(&archive.path)
+            .map_err(|error| CliError::io(format!("reading {}", archive.path.display()), error))?,
+    );
+    let sent = futures::stream::iter(to_send.iter().cloned())
+        .map(|chunk| {
+            let (file, bar) = (file.clone(), bar.clone());
+            async move {
+                let bytes = tokio::task::spawn_blocking(move || read_at(&file, &chunk))
+                    .await
+                    .expect("reads do not panic")?;
+                let path = format!("/v1/uploads/{}/chunks/{}", session.id, bytes.0.hash);
+                let body = bytes::Bytes::from(bytes.1);
+                api.send(Idempotency::Idempotent, || {
+                    api.request(Method::PUT, &path)
+                        .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                        .body(body.clone())
+                })
+                .await?;
+                bar.inc(body.len() as u64);
+                Ok::<_, CliError>(())
+            }
+        })
+        .buffer_unordered(PARALLEL_CHUNKS)
+        .collect::<Vec<_>>()
+        .await;
+    bar.finish_and_clear();
+    sent.into_iter().collect::<Result<Vec<()>>>()?;
+    let published: Published = api
+        .send_json(
+            Method::POST,
+            &format!("/v1/uploads/{}/commit", session.id),
+            &serde_json::Value::Null,
+            Idempotency::Once,
+        )
+        .await?;
+    if published.checksum != archive.checksum {
+        return Err(CliError::server(format!(
+            "the registry stored sha256 {}, but the archive's is {}",
+            published.checksum, archive.checksum
+        )));
+    }
+    let transfer = Transfer {
+        session: true,
+        chunks: chunks.len() as u64,
+        chunks_sent: to_send.len() as u64,
+        bytes_sent: bytes_to_send,
+    };
+    Ok((published, transfer))
+}
+
+fn read_at(file: &std::fs::File, chunk: &LocalChunk) -> Result<(LocalChunk, Vec<u8>)> {
+    let mut bytes = vec![0u8; chunk.size as usize];
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(&mut bytes, chunk.offset)
+            .map_err(|error| CliError::io("reading the archive", error))?;
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = file
+            .try_clone()
+            .map_err(|error| CliError::io("reading the archive", error))?;
+        file.seek(SeekFrom::Start(chunk.offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|error| CliError::io("reading the archive", error))?;
+    }
+    // The file may have changed since it was chunked: what is sent must be what was declared.
+    if crate::cache::sha256_hex(&bytes) != chunk.hash {
+        return Err(CliError::failed(
+            "the archive changed while it was being pushed",
+        ));
+    }
+    Ok((chunk.clone(), bytes))
 }

@@ -322,8 +322,11 @@ mod tests {
                 == EntryKind::Symlink {
                     target: "../bin/tool".into()
                 }));
-        assert!(entries.iter().any(|entry| entry.path.ends_with(".txt")
-            && entry.path.len() > 200));
+        assert!(
+            entries
+                .iter()
+                .any(|entry| entry.path.ends_with(".txt") && entry.path.len() > 200)
+        );
     }
 
     #[test]
@@ -374,7 +377,8 @@ mod tests {
             .write(true)
             .open(second.path().join("share/data/blob-3.bin"))
             .unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(pack(first.path()), pack(second.path()));
     }
 
@@ -420,7 +424,9 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
         let error = pack_directory(tree.path(), Vec::new()).unwrap_err();
         assert!(
-            error.to_string().contains("only directories, regular files"),
+            error
+                .to_string()
+                .contains("only directories, regular files"),
             "{error}"
         );
     }

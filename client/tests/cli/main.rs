@@ -8,6 +8,7 @@ mod common;
 mod account;
 mod hostile;
 mod packages;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

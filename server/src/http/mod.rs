@@ -16,6 +16,7 @@ pub mod packages;
 pub mod range;
 pub mod serve;
 pub mod system;
+pub mod upload_sessions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +82,17 @@ pub fn router(state: AppState) -> Router {
             "/v1/chunks/{hash}",
             get(chunks::get_chunk).put(chunks::put_chunk),
         )
+        // Upload sessions: dedup-aware, resumable pushes.
+        .route(
+            "/v1/uploads",
+            get(upload_sessions::parameters).post(upload_sessions::open),
+        )
+        .route("/v1/uploads/{id}", delete(upload_sessions::abort))
+        .route(
+            "/v1/uploads/{id}/chunks/{hash}",
+            axum::routing::put(upload_sessions::put_chunk),
+        )
+        .route("/v1/uploads/{id}/commit", post(upload_sessions::commit))
         .route("/v1/packages", get(packages::list_packages))
         .route(
             "/v1/packages/{*rest}",
