@@ -8,7 +8,7 @@
 //! the dev profile; the client's own code is thin).
 
 #[path = "../../../server/tests/common/mod.rs"]
-#[allow(dead_code, unused_macros)]
+#[allow(unused_macros)]
 mod common;
 
 use std::path::Path;
@@ -19,6 +19,9 @@ use serde_json::Value;
 const NAME: &str = "@bench/big";
 const ARCH: &str = "x86_64-linux";
 const MIB: usize = 1024 * 1024;
+
+/// A next version: its number, what changed, and the change.
+type Edit<'a> = (&'a str, &'a str, Box<dyn Fn() + 'a>);
 
 struct Client {
     home: tempfile::TempDir,
@@ -129,7 +132,7 @@ async fn main() {
     );
 
     let middle = tree.join(format!("files/{:04}.bin", files / 2));
-    let edits: [(&str, &str, Box<dyn Fn()>); 3] = [
+    let edits: [Edit; 3] = [
         (
             "1.0.1",
             "1-byte edit",
