@@ -12,7 +12,7 @@ use crate::api::{self, Api, Idempotency};
 use crate::cache::ChunkCache;
 use crate::cli::{Command, KeysCommand, NamespaceCommand};
 use crate::config::{ConfigFile, Credential, Paths, Session};
-use crate::error::{CliError, ErrorKind, Result};
+use crate::error::{CliError, Result};
 use crate::output::{Output, human_bytes};
 use crate::{install, pull, push};
 
@@ -268,13 +268,23 @@ async fn login(
         if token.is_empty() {
             return Err(CliError::usage("no key on stdin"));
         }
-        // Checked before it is stored; a key not linked to a user cannot read /me (403) but
-        // is still a key.
+        // Checked before it is stored: 401 is a key the registry does not know; 403 is a key
+        // not linked to a user (it cannot read /me), which is still a key.
         let checker = Api::new(api.base(), Some(token.clone()))?;
-        let username = match checker.get_json::<Value>("/v1/auth/me").await {
-            Ok(me) => me["username"].as_str().map(str::to_owned),
-            Err(error) if error.kind == ErrorKind::Auth && error.message.contains("user") => None,
-            Err(error) => return Err(error),
+        let response = checker
+            .request(Method::GET, "/v1/auth/me")
+            .send()
+            .await
+            .map_err(|error| api::network_error(api.base(), &error))?;
+        let username = match response.status() {
+            status if status.is_success() => {
+                let me: Value = response.json().await.map_err(|error| {
+                    CliError::server(format!("the registry's answer is not JSON: {error}"))
+                })?;
+                me["username"].as_str().map(str::to_owned)
+            }
+            reqwest::StatusCode::FORBIDDEN => None,
+            _ => return Err(api::error_from_response(response).await),
         };
         (token, username)
     } else {
@@ -618,6 +628,8 @@ async fn namespaces(api: &Api, command: NamespaceCommand, output: &Output) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::error::ErrorKind;
 
     #[test]
     fn references_split_after_the_name() {

@@ -59,6 +59,27 @@ async fn login_whoami_logout(backend: Backend) {
         .run_with(&["login", "--token-stdin"], "niso_not-a-key\n", &[])
         .await;
     assert_eq!(bad.code, 3, "{bad:?}");
+    // A key linked to no user (a CI key made by the operator) is stored too.
+    let admin = app.admin_key().await;
+    let stored = niso
+        .run_with(&["login", "--token-stdin"], &format!("{admin}\n"), &[])
+        .await;
+    assert_eq!(stored.code, 0, "{stored:?}");
+    assert!(stored.stdout.contains("as a key"), "{stored:?}");
+
+    // Login made this registry the default: no --registry needed; NISO_REGISTRY wins.
+    let bare = niso.run_bare(&["search", "--json"], &[]).await;
+    assert_eq!(bare.code, 0, "{bare:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let elsewhere = niso
+        .run_bare(&["search"], &[("NISO_REGISTRY", &closed)])
+        .await;
+    assert_eq!(elsewhere.code, 5, "{elsewhere:?}");
+    assert!(elsewhere.stderr.contains(&closed), "{elsewhere:?}");
+    let nowhere = Niso::new(&app.base).run_bare(&["search"], &[]).await;
+    assert_eq!(nowhere.code, 2, "no registry configured: {nowhere:?}");
 }
 
 async fn keys_create_list_revoke(backend: Backend) {

@@ -128,3 +128,69 @@ async fn an_oversized_chunk_is_not_read_whole() {
     assert_eq!(run.code, 5, "{run:?}");
     assert!(run.stderr.contains("larger than"), "{run:?}");
 }
+
+/// Answers 503 (`Retry-After: 0`) then 429 before serving: the client retries and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_answers_are_retried() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let archive = archives::niso("@evil/pkg", "1.0.0", &[("a", b"a")]);
+    let hash = sha256(&archive);
+    let manifest = json!({
+        "name": "@evil/pkg", "version": "1.0.0", "arch": ARCH,
+        "size": archive.len(), "checksum": hash,
+        "chunks": [{"hash": hash, "size": archive.len(), "offset": 0}],
+    });
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let app = Router::new()
+        .route(
+            "/v1/packages/{*rest}",
+            get(move || {
+                let (manifest, calls) = (manifest.clone(), counter.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    match calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                        0 => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", "0")],
+                            axum::Json(json!({"error": "busy"})),
+                        )
+                            .into_response(),
+                        1 => (
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            axum::Json(json!({"error": "slow down"})),
+                        )
+                            .into_response(),
+                        _ => axum::Json(manifest).into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/chunks/{hash}",
+            get(move || {
+                let archive = archive.clone();
+                async move { archive }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let niso = Niso::new(&base);
+    let run = niso
+        .run(&[
+            "pull",
+            "@evil/pkg@1.0.0",
+            "--arch",
+            ARCH,
+            "-o",
+            "out.niso",
+            "--json",
+        ])
+        .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(niso.path("out.niso").exists());
+}

@@ -59,10 +59,20 @@ impl Niso {
 
     /// Runs `niso ARGS --registry URL` with `stdin`, and no NISO_* variables but the directories.
     pub async fn run_with(&self, args: &[&str], stdin: &str, extra_env: &[(&str, &str)]) -> Run {
+        let mut all = args.to_vec();
+        all.extend(["--registry", &self.registry]);
+        self.run_bare_with(&all, stdin, extra_env).await
+    }
+
+    /// Runs `niso ARGS` without `--registry`.
+    pub async fn run_bare(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        self.run_bare_with(args, "", extra_env).await
+    }
+
+    async fn run_bare_with(&self, args: &[&str], stdin: &str, extra_env: &[(&str, &str)]) -> Run {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_niso"));
         command
             .args(args)
-            .args(["--registry", &self.registry])
             .current_dir(self.home.path())
             .env_remove("NISO_TOKEN")
             .env_remove("NISO_REGISTRY")
