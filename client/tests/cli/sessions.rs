@@ -393,9 +393,66 @@ async fn an_abandoned_session_is_reaped_by_gc(backend: Backend) {
     );
 }
 
+/// The GC invariant across a session: chunks a session leased at open (declared, already
+/// stored, never sent) survive the deletion of the only version that referenced them and a GC
+/// pass with no grace period, and the commit publishes a complete archive.
+async fn chunks_leased_at_open_survive_gc(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.register("alice").await;
+    let data = archives::random_bytes(2 * 1024 * 1024, 3);
+    let first = archives::niso(NAME, "1.0.0", &[("data", &data)]);
+    let (status, body) = app.upload(&key, NAME, "1.0.0", ARCH, first.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let second = archives::niso(NAME, "2.0.0", &[("data", &data)]);
+    let (status, session) = open(&app, &key, &second, "2.0.0").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["id"].as_i64().unwrap();
+    let missing: Vec<String> = serde_json::from_value(session["missing"].clone()).unwrap();
+    let chunks = cut(&second);
+    assert!(
+        missing.len() < chunks.len(),
+        "most chunks are shared with 1.0.0"
+    );
+
+    let (status, _) = app
+        .delete(&format!("/v1/packages/{NAME}/1.0.0/{ARCH}"), Some(&key))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let report = app.registry.collect_garbage(Duration::ZERO).await.unwrap();
+    // Only 1.0.0's own chunks (the one with its manifest) go; the declared ones are leased.
+    let declared: std::collections::HashSet<String> = chunks.iter().map(|c| sha256(c)).collect();
+    let only_first = cut(&first)
+        .iter()
+        .filter(|chunk| !declared.contains(&sha256(chunk)))
+        .count() as u64;
+    assert!(only_first >= 1);
+    assert_eq!(report.chunks_deleted, only_first);
+
+    for chunk in chunks
+        .iter()
+        .filter(|chunk| missing.contains(&sha256(chunk)))
+    {
+        let (status, body) = put_chunk(&app, &key, id, &sha256(chunk), chunk.to_vec()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, committed) = app
+        .post(&format!("/v1/uploads/{id}/commit"), Some(&key), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{committed}");
+    assert_eq!(committed["checksum"], sha256(&second));
+    app.registry.collect_garbage(Duration::ZERO).await.unwrap();
+    let (status, _, downloaded) = app
+        .download(&format!("/v1/packages/{NAME}/2.0.0/{ARCH}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(downloaded, second);
+}
+
 crate::for_each_backend!(
     a_new_version_sends_only_changed_chunks,
     a_killed_push_resumes_sending_only_what_is_missing,
     sessions_refuse_hostile_use,
-    an_abandoned_session_is_reaped_by_gc
+    an_abandoned_session_is_reaped_by_gc,
+    chunks_leased_at_open_survive_gc
 );
