@@ -105,7 +105,7 @@ pub async fn run(
             let summary = pull::pull(&api, &cache, &name, &reference, &arch, &file, output).await?;
             output.result(
                 &format!(
-                    "pulled {}@{} ({}) to {}: {}, {} chunks ({} reused, {} downloaded, {})",
+                    "pulled {}@{} ({}) to {}: {}, {} chunks ({} cached, {} fetched: {})",
                     summary.name,
                     summary.version,
                     summary.arch,

@@ -47,15 +47,17 @@ impl Output {
         if self.quiet || self.json || !self.terminal {
             return ProgressBar::hidden();
         }
+        // The name on its own line: the bar line must fit an 80-column terminal, or every
+        // redraw wraps.
+        eprintln!("{prefix}");
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                "[{wide_bar:.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
             )
             .expect("the template is valid")
             .progress_chars("=> "),
         );
-        bar.set_prefix(prefix.to_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }

@@ -137,7 +137,13 @@ pub async fn pull(
 
     let bar = output.bytes_bar(
         manifest.size,
-        &format!("{}@{}", manifest.name, manifest.version),
+        &format!(
+            "pulling {}@{} ({}, {} chunks)",
+            manifest.name,
+            manifest.version,
+            manifest.arch,
+            manifest.chunks.len()
+        ),
     );
     let reused = Arc::new(AtomicU64::new(0));
     let downloaded = Arc::new(AtomicU64::new(0));
@@ -164,7 +170,7 @@ pub async fn pull(
         })?;
         bar.inc(bytes.len() as u64);
         bar.set_message(format!(
-            "{} reused, {} downloaded",
+            "{} cached, {} fetched",
             reused.load(Ordering::Relaxed),
             downloaded.load(Ordering::Relaxed)
         ));

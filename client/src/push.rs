@@ -122,7 +122,10 @@ pub async fn upload(
     );
     let bar = output.bytes_bar(
         archive.size,
-        &format!("{}@{}", archive.manifest.name, archive.manifest.version),
+        &format!(
+            "pushing {}@{} ({arch})",
+            archive.manifest.name, archive.manifest.version
+        ),
     );
     // The file is opened again for each attempt; the bar restarts with it.
     let attempt = || {
@@ -337,7 +340,10 @@ async fn upload_in_session(
     }
     let bar = output.bytes_bar(
         bytes_to_send,
-        &format!("{}@{}", archive.manifest.name, archive.manifest.version),
+        &format!(
+            "pushing {}@{} ({arch})",
+            archive.manifest.name, archive.manifest.version
+        ),
     );
     let file = std::sync::Arc::new(
         std::fs::File::open(&archive.path)
