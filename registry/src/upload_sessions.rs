@@ -40,6 +40,10 @@ use crate::error::{Error, Result};
 /// Rows per `IN (…)` query when loading a session's chunks.
 const CHUNK_IDS_PER_QUERY: usize = 500;
 
+/// Open sessions one key may hold: each is a row and leases until it expires, and unlike a
+/// streamed upload it holds no connection, so the upload slots do not bound them.
+pub const MAX_OPEN_SESSIONS_PER_KEY: usize = 16;
+
 /// One declared chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredChunk {
@@ -127,6 +131,7 @@ impl Registry {
             }
         }
 
+        self.check_open_sessions(key_id).await?;
         let lease = self
             .begin_upload(target.package.as_str(), &target.version, &target.arch)
             .await?;
@@ -300,6 +305,38 @@ impl Registry {
         let (row, _) = self.load_session(id, key_id).await?;
         check_permit(permit, &row)?;
         self.release_upload(id).await
+    }
+
+    /// Refuses a new session when the key holds [`MAX_OPEN_SESSIONS_PER_KEY`] live ones
+    /// (sessions past their lease but not yet reaped do not count). Two concurrent opens may
+    /// both pass: the bound is on what a client accumulates, not exact.
+    async fn check_open_sessions(&self, key_id: i64) -> Result<()> {
+        let ids: Vec<i64> = upload_session::Entity::find()
+            .filter(upload_session::Column::KeyId.eq(key_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|session| session.upload_id)
+            .collect();
+        let mut live = 0;
+        for batch in ids.chunks(CHUNK_IDS_PER_QUERY) {
+            live += upload::Entity::find()
+                .filter(upload::Column::Id.is_in(batch.iter().copied()))
+                .filter(upload::Column::ExpiresAt.gt(now()))
+                .all(&self.db)
+                .await?
+                .len();
+        }
+        if live >= MAX_OPEN_SESSIONS_PER_KEY {
+            return Err(Error::LimitReached {
+                message: format!(
+                    "this key has {live} open upload sessions; commit or abort one (DELETE \
+                     /v1/uploads/{{id}}), or wait for them to expire"
+                ),
+                retry_after_secs: self.settings.upload_lease.as_secs().max(1),
+            });
+        }
+        Ok(())
     }
 
     fn check_declaration(&self, request: &SessionRequest) -> Result<()> {

@@ -356,6 +356,36 @@ async fn sessions_refuse_hostile_use(backend: Backend) {
     );
 }
 
+async fn open_sessions_per_key_are_bounded(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.register("alice").await;
+    let mut ids = Vec::new();
+    for minor in 0..niso_registry::upload_sessions::MAX_OPEN_SESSIONS_PER_KEY {
+        let version = format!("1.{minor}.0");
+        let archive = archives::niso(NAME, &version, &[("a", b"a")]);
+        let (status, session) = open(&app, &key, &archive, &version).await;
+        assert_eq!(status, StatusCode::CREATED, "{session}");
+        ids.push(session["id"].as_i64().unwrap());
+    }
+    let archive = archives::niso(NAME, "2.0.0", &[("a", b"a")]);
+    let refused = assert_error(
+        open(&app, &key, &archive, "2.0.0").await,
+        StatusCode::TOO_MANY_REQUESTS,
+    );
+    assert!(refused.contains("open upload sessions"), "{refused}");
+    // Resuming an open one is not a new session.
+    let again = archives::niso(NAME, "1.0.0", &[("a", b"a")]);
+    let (status, resumed) = open(&app, &key, &again, "1.0.0").await;
+    assert_eq!(status, StatusCode::CREATED, "{resumed}");
+    assert_eq!(resumed["id"], ids[0]);
+    let (status, _) = app
+        .delete(&format!("/v1/uploads/{}", ids[0]), Some(&key))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = open(&app, &key, &archive, "2.0.0").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 async fn an_abandoned_session_is_reaped_by_gc(backend: Backend) {
     let mut settings = test_settings();
     settings.upload_lease = Duration::from_secs(1);
@@ -454,5 +484,6 @@ crate::for_each_backend!(
     a_killed_push_resumes_sending_only_what_is_missing,
     sessions_refuse_hostile_use,
     an_abandoned_session_is_reaped_by_gc,
+    open_sessions_per_key_are_bounded,
     chunks_leased_at_open_survive_gc
 );
