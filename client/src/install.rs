@@ -323,6 +323,28 @@ mod tests {
     }
 
     #[test]
+    fn long_names_and_hard_links_are_installed() {
+        let long = format!("{}/{}.txt", "d".repeat(120), "f".repeat(120));
+        let bytes = tar_of(|builder| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(4);
+            header.set_mode(0o644);
+            builder
+                .append_data(&mut header, &long, &b"long"[..])
+                .unwrap();
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(tar::EntryType::Link);
+            link.set_size(0);
+            builder.append_link(&mut link, "again.txt", &long).unwrap();
+        });
+        let (dir, result) = install(&bytes);
+        assert_eq!(result.unwrap().entries, 3, "manifest, file, link");
+        let root = dir.path().join("out/pkg");
+        assert_eq!(fs::read(root.join(&long)).unwrap(), b"long");
+        assert_eq!(fs::read(root.join("again.txt")).unwrap(), b"long");
+    }
+
+    #[test]
     fn a_symlink_escape_is_refused_and_nothing_is_installed() {
         let bytes = tar_of(|builder| {
             let mut link = tar::Header::new_gnu();
