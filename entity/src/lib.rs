@@ -13,5 +13,6 @@ pub mod package_version;
 pub mod tag;
 pub mod upload;
 pub mod upload_chunk;
+pub mod upload_session;
 pub mod user;
 pub mod version_chunk;

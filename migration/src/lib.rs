@@ -5,6 +5,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
+mod m20261130_000001_upload_sessions;
 mod m20261130_000002_namespace_claim;
 
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261130_000001_upload_sessions::Migration),
             Box::new(m20261130_000002_namespace_claim::Migration),
         ]
     }

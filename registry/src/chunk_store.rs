@@ -205,7 +205,11 @@ impl Registry {
     }
 
     /// Leases the live copy of `hash`, if any.
-    async fn lease_existing_chunk(&self, upload_id: i64, hash: &str) -> Result<Option<i64>> {
+    pub(crate) async fn lease_existing_chunk(
+        &self,
+        upload_id: i64,
+        hash: &str,
+    ) -> Result<Option<i64>> {
         let Some(existing) = chunk::Entity::find()
             .filter(chunk::Column::Hash.eq(hash))
             .filter(chunk::Column::State.eq(STATE_LIVE))

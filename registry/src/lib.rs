@@ -29,6 +29,7 @@ pub mod storage;
 pub mod tags;
 pub mod upload;
 pub mod upload_limits;
+pub mod upload_sessions;
 
 use std::sync::Arc;
 

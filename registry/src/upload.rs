@@ -205,7 +205,7 @@ impl Registry {
     /// chunk references and retires the upload row. Deleting the upload row first is what
     /// serialises commit against GC reaping an expired upload: only one of them deletes it.
     #[allow(clippy::too_many_arguments)]
-    async fn commit_version(
+    pub(crate) async fn commit_version(
         &self,
         namespace: &namespace::Model,
         target: &UploadTarget,
@@ -305,7 +305,7 @@ impl Registry {
     }
 }
 
-fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<()> {
+pub(crate) fn check_manifest_matches(manifest: &Manifest, target: &UploadTarget) -> Result<()> {
     if manifest.name != target.package.as_str() {
         return Err(Error::Invalid(format!(
             "manifest.toml names package {:?} but the upload is for {}",
@@ -336,6 +336,6 @@ fn version_exists(target: &UploadTarget) -> Error {
     ))
 }
 
-fn too_large(max_bytes: u64) -> Error {
+pub(crate) fn too_large(max_bytes: u64) -> Error {
     Error::TooLarge(format!("the upload exceeds the limit of {max_bytes} bytes"))
 }
