@@ -22,6 +22,7 @@ pub mod range;
 pub mod serve;
 pub mod system;
 pub mod tags;
+pub mod token_exchange;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +76,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(packages::routes())
         .merge(tags::routes())
         .merge(archives::routes())
+        .merge(token_exchange::routes())
 }
 
 /// The API's router. Package paths must be normalised before they reach it (see
