@@ -612,7 +612,10 @@ mod tests {
             Duration::from_secs(900)
         );
         let config = config_from(&[
-            ("NISO_OIDC_ISSUERS", "https://a.example, https://b.example/x"),
+            (
+                "NISO_OIDC_ISSUERS",
+                "https://a.example, https://b.example/x",
+            ),
             ("NISO_OIDC_AUDIENCE", "registry"),
             ("NISO_OIDC_KEY_LIFETIME_SECS", "60"),
             ("NISO_OIDC_TOKEN_REVIEW_URL", "in-cluster"),

@@ -6,8 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{Duration as ChronoDuration, NaiveDateTime};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use sea_orm::TransactionTrait;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 
 use entity::{identity_grant, minted_key};
 
@@ -249,8 +249,14 @@ mod tests {
     fn patterns_intersect_to_the_narrower() {
         let p = |s: &str| s.parse::<Pattern>().unwrap();
         assert_eq!(intersect_patterns(&p("*"), &p("@a/*")), Some(p("@a/*")));
-        assert_eq!(intersect_patterns(&p("@a/x*"), &p("@a/*")), Some(p("@a/x*")));
-        assert_eq!(intersect_patterns(&p("@a/*"), &p("@a/x*")), Some(p("@a/x*")));
+        assert_eq!(
+            intersect_patterns(&p("@a/x*"), &p("@a/*")),
+            Some(p("@a/x*"))
+        );
+        assert_eq!(
+            intersect_patterns(&p("@a/*"), &p("@a/x*")),
+            Some(p("@a/x*"))
+        );
         assert_eq!(intersect_patterns(&p("@a/b"), &p("@a/*")), Some(p("@a/b")));
         assert_eq!(intersect_patterns(&p("@b/*"), &p("@a/*")), None);
         assert_eq!(intersect_patterns(&p("@ab/*"), &p("@a/*")), None);

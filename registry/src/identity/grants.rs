@@ -257,7 +257,12 @@ impl Registry {
         if let Some(owner) = owner {
             query = query.filter(identity_grant::Column::Owner.eq(owner));
         }
-        query.all(&self.db).await?.into_iter().map(from_model).collect()
+        query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(from_model)
+            .collect()
     }
 
     /// The grants that apply to `identity`.

@@ -168,7 +168,7 @@ impl IdentityVerifier {
     /// Verifies `token` by the way its (unverified) issuer calls for.
     pub async fn verify(&self, token: &str) -> Result<Identity> {
         let unverified = token::UnverifiedToken::parse(token)?;
-        if self.settings.issuers.iter().any(|i| *i == unverified.issuer) {
+        if self.settings.issuers.contains(&unverified.issuer) {
             return self.oidc.verify(&unverified).await;
         }
         if let Some(reviewer) = &self.token_review

@@ -112,9 +112,9 @@ impl OidcVerifier {
             ErrorKind::MissingRequiredClaim(claim) => {
                 refused(format!("the identity token has no {claim} claim"))
             }
-            ErrorKind::InvalidAlgorithm => refused(
-                "the identity token's signing algorithm does not match its issuer's key",
-            ),
+            ErrorKind::InvalidAlgorithm => {
+                refused("the identity token's signing algorithm does not match its issuer's key")
+            }
             _ => refused("the identity token is not a well-formed JWT"),
         }
     }
@@ -122,10 +122,9 @@ impl OidcVerifier {
     /// The issuer's key `key_id`, fetching the issuer's keys when it is not cached and the
     /// last fetch is old enough.
     async fn key(&self, issuer: &str, key_id: &str) -> Result<Jwk> {
-        let state = self
-            .issuers
-            .get(issuer)
-            .ok_or_else(|| refused("the identity token's issuer is not trusted by this registry"))?;
+        let state = self.issuers.get(issuer).ok_or_else(|| {
+            refused("the identity token's issuer is not trusted by this registry")
+        })?;
         if let Some(jwk) = cached(state, key_id) {
             return Ok(jwk);
         }

@@ -123,7 +123,7 @@ impl TokenReviewer {
                  (invalid, expired, wrong audience, or its pod is gone)",
             ));
         }
-        if !status.audiences.iter().any(|a| *a == self.audience) {
+        if !status.audiences.contains(&self.audience) {
             return Err(refused(format!(
                 "the identity token has the wrong audience: expected {}",
                 self.audience

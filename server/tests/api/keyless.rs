@@ -18,10 +18,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use niso_registry::RegistrySettings;
 use niso_registry::auth::scope::Action;
 use niso_registry::identity::grants::GrantSpec;
 use niso_registry::identity::{DEFAULT_KUBERNETES_ISSUER, IdentitySettings, TokenReviewSettings};
-use niso_registry::RegistrySettings;
 use niso_test_support::for_each_backend;
 use niso_test_support::{Backend, TestApp, assert_error, test_authority, test_settings};
 
@@ -218,7 +218,12 @@ async fn exchanged_key_pushes_within_its_grant(backend: Backend) {
     give(
         &app,
         "uid-1",
-        vec![grant(&issuer.url, "ci", Some("builder"), &[Action::Pull, Action::Push])],
+        vec![grant(
+            &issuer.url,
+            "ci",
+            Some("builder"),
+            &[Action::Pull, Action::Push],
+        )],
     )
     .await;
 
@@ -227,7 +232,8 @@ async fn exchanged_key_pushes_within_its_grant(backend: Backend) {
     assert_eq!(body["scope"], "pull:@team/*,push:@team/*");
     niso_test_support::assert_timestamp(&body["expires_at"]);
     let key = body["api_key"].as_str().unwrap();
-    app.publish(key, "@team/tool", "1.0.0", "x86_64-linux").await;
+    app.publish(key, "@team/tool", "1.0.0", "x86_64-linux")
+        .await;
     let (status, _) = app
         .upload(key, "@owner/tool", "1.0.0", "x86_64-linux", Vec::new())
         .await;
@@ -264,7 +270,12 @@ async fn minted_scope_is_the_intersection(backend: Backend) {
     give(
         &app,
         "uid-1",
-        vec![grant(&issuer.url, "ci", None, &[Action::Pull, Action::Push])],
+        vec![grant(
+            &issuer.url,
+            "ci",
+            None,
+            &[Action::Pull, Action::Push],
+        )],
     )
     .await;
     let token = rsa.sign(&service_account_claims(&issuer.url, "ci", "any-account"));
@@ -272,7 +283,8 @@ async fn minted_scope_is_the_intersection(backend: Backend) {
     let body = exchange_ok(&app, &token, Some("push:@team/tool,pull:*,delete:*")).await;
     assert_eq!(body["scope"], "pull:@team/*,push:@team/tool");
     let key = body["api_key"].as_str().unwrap();
-    app.publish(key, "@team/tool", "1.0.0", "x86_64-linux").await;
+    app.publish(key, "@team/tool", "1.0.0", "x86_64-linux")
+        .await;
     let (status, _) = app
         .upload(key, "@team/other", "1.0.0", "x86_64-linux", Vec::new())
         .await;
@@ -318,7 +330,12 @@ async fn claim_grants_match_external_issuers(backend: Backend) {
             "repository": repository, "ref": reference,
         })
     };
-    let body = exchange_ok(&app, &rsa.sign(&ci_claims("team/tool", "refs/heads/main")), None).await;
+    let body = exchange_ok(
+        &app,
+        &rsa.sign(&ci_claims("team/tool", "refs/heads/main")),
+        None,
+    )
+    .await;
     assert_eq!(body["scope"], "push:@team/*");
     for (repository, reference) in [
         ("team/tool", "refs/heads/feature"),
@@ -382,7 +399,8 @@ async fn refusals_name_the_failed_check(backend: Backend) {
     let tampered = {
         let token = rsa.sign(&good);
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = URL_SAFE_NO_PAD.encode(with("sub", json!("system:serviceaccount:ci:admin")).to_string());
+        parts[1] = URL_SAFE_NO_PAD
+            .encode(with("sub", json!("system:serviceaccount:ci:admin")).to_string());
         parts.join(".")
     };
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
@@ -426,10 +444,30 @@ async fn refusals_name_the_failed_check(backend: Backend) {
             StatusCode::UNAUTHORIZED,
             "issued in the future",
         ),
-        ("bad signature", forged, StatusCode::UNAUTHORIZED, "signature is not valid"),
-        ("tampered claims", tampered, StatusCode::UNAUTHORIZED, "signature is not valid"),
-        ("alg none", unsigned, StatusCode::UNAUTHORIZED, "algorithm is not accepted"),
-        ("HS256 with the public key", hmac, StatusCode::UNAUTHORIZED, "algorithm is not accepted"),
+        (
+            "bad signature",
+            forged,
+            StatusCode::UNAUTHORIZED,
+            "signature is not valid",
+        ),
+        (
+            "tampered claims",
+            tampered,
+            StatusCode::UNAUTHORIZED,
+            "signature is not valid",
+        ),
+        (
+            "alg none",
+            unsigned,
+            StatusCode::UNAUTHORIZED,
+            "algorithm is not accepted",
+        ),
+        (
+            "HS256 with the public key",
+            hmac,
+            StatusCode::UNAUTHORIZED,
+            "algorithm is not accepted",
+        ),
         (
             "ES256 header on an RSA key",
             {
@@ -443,7 +481,12 @@ async fn refusals_name_the_failed_check(backend: Backend) {
             StatusCode::UNAUTHORIZED,
             "does not match",
         ),
-        ("not a JWT", "not-a-token".to_owned(), StatusCode::UNAUTHORIZED, "not a well-formed JWT"),
+        (
+            "not a JWT",
+            "not-a-token".to_owned(),
+            StatusCode::UNAUTHORIZED,
+            "not a well-formed JWT",
+        ),
         (
             "oversized",
             format!("{}.{}.x", "a".repeat(10_000), "b".repeat(10_000)),
@@ -452,7 +495,11 @@ async fn refusals_name_the_failed_check(backend: Backend) {
         ),
         (
             "no grant",
-            rsa.sign(&service_account_claims(&issuer.url, "other-team", "builder")),
+            rsa.sign(&service_account_claims(
+                &issuer.url,
+                "other-team",
+                "builder",
+            )),
             StatusCode::FORBIDDEN,
             "no grant for this identity",
         ),
@@ -467,7 +514,11 @@ async fn refusals_name_the_failed_check(backend: Backend) {
     let admin = app.admin_key().await;
     let (_, listing) = app.get_with("/v1/auth/keys", &admin).await;
     assert!(
-        listing.as_array().unwrap().iter().all(|key| key["origin"] != "oidc"),
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|key| key["origin"] != "oidc"),
         "{listing}"
     );
 }
@@ -479,7 +530,12 @@ async fn unknown_kid_refetches_the_keys_but_not_on_every_token(backend: Backend)
     issuer.publish(&first);
     // A refetch interval no test outlasts: only a key seen in the first fetch can be found.
     let app = start(backend, settings_for(&issuer)).await;
-    give(&app, "uid-1", vec![grant(&issuer.url, "ci", None, &[Action::Pull])]).await;
+    give(
+        &app,
+        "uid-1",
+        vec![grant(&issuer.url, "ci", None, &[Action::Pull])],
+    )
+    .await;
     let claims = service_account_claims(&issuer.url, "ci", "builder");
 
     exchange_ok(&app, &first.sign(&claims), None).await;
@@ -493,7 +549,11 @@ async fn unknown_kid_refetches_the_keys_but_not_on_every_token(backend: Backend)
         );
         assert!(message.contains("unknown kid"), "{message}");
     }
-    assert_eq!(issuer.fetches(), 1, "tokens with unknown kids refetched the keys");
+    assert_eq!(
+        issuer.fetches(),
+        1,
+        "tokens with unknown kids refetched the keys"
+    );
     let message = assert_error(
         exchange(&app, &rotated.sign(&claims), None).await,
         StatusCode::UNAUTHORIZED,
@@ -514,7 +574,11 @@ async fn unknown_kid_refetches_the_keys_but_not_on_every_token(backend: Backend)
     let before = issuer.fetches();
     exchange_ok(&replica, &first.sign(&claims), None).await;
     exchange_ok(&replica, &first.sign(&claims), None).await;
-    assert_eq!(issuer.fetches(), before + 1, "a known kid is served from the cache");
+    assert_eq!(
+        issuer.fetches(),
+        before + 1,
+        "a known kid is served from the cache"
+    );
     issuer.publish(&rotated);
     exchange_ok(&replica, &rotated.sign(&claims), None).await;
     assert_eq!(issuer.fetches(), before + 2);
@@ -528,7 +592,12 @@ async fn minted_key_expires_with_the_identity_token(backend: Backend) {
     // Verification allows no skew here, so the key's expiry is the token's to the second.
     settings.identity.clock_skew = Duration::ZERO;
     let app = start(backend, settings).await;
-    give(&app, "uid-1", vec![grant(&issuer.url, "ci", None, &[Action::Pull])]).await;
+    give(
+        &app,
+        "uid-1",
+        vec![grant(&issuer.url, "ci", None, &[Action::Pull])],
+    )
+    .await;
     let expires = now() + 3;
     let mut claims = service_account_claims(&issuer.url, "ci", "builder");
     claims["exp"] = json!(expires);
@@ -538,7 +607,11 @@ async fn minted_key_expires_with_the_identity_token(backend: Backend) {
         .naive_utc()
         .format("%Y-%m-%dT%H:%M:%S")
         .to_string();
-    assert_eq!(body["expires_at"], expected.as_str(), "the key outlives the token");
+    assert_eq!(
+        body["expires_at"],
+        expected.as_str(),
+        "the key outlives the token"
+    );
     let key = body["api_key"].as_str().unwrap();
     let (status, _) = app.get_with("/v1/auth/keys", key).await;
     assert_eq!(status, StatusCode::OK);
@@ -586,7 +659,10 @@ async fn replacing_grants_revokes_minted_keys(backend: Backend) {
         .replace_identity_grants(&test_authority(), "uid-1", vec![pull_push.clone()])
         .await
         .unwrap();
-    assert_eq!((outcome.kept, outcome.removed, outcome.revoked_keys), (1, 0, 0));
+    assert_eq!(
+        (outcome.kept, outcome.removed, outcome.revoked_keys),
+        (1, 0, 0)
+    );
     assert!(works(ci_key.clone()).await);
 
     // Narrowed: the key minted from the removed grant goes; another owner's keys stay.
@@ -596,7 +672,10 @@ async fn replacing_grants_revokes_minted_keys(backend: Backend) {
         .replace_identity_grants(&test_authority(), "uid-1", vec![pull_only.clone()])
         .await
         .unwrap();
-    assert_eq!((outcome.added, outcome.removed, outcome.revoked_keys), (1, 1, 1));
+    assert_eq!(
+        (outcome.added, outcome.removed, outcome.revoked_keys),
+        (1, 1, 1)
+    );
     assert!(!works(ci_key).await, "a key of a removed grant still works");
     assert!(works(web_key.clone()).await);
     assert_eq!(exchange_ok(&app, &ci, None).await["scope"], "pull:@team/*");
@@ -663,8 +742,16 @@ async fn token_review_mode(backend: Backend) {
             URL_SAFE_NO_PAD.encode(claims.to_string())
         )
     };
-    let accepted = unsigned(service_account_claims(DEFAULT_KUBERNETES_ISSUER, "ci", "builder"));
-    let rejected = unsigned(service_account_claims(DEFAULT_KUBERNETES_ISSUER, "ci", "intruder"));
+    let accepted = unsigned(service_account_claims(
+        DEFAULT_KUBERNETES_ISSUER,
+        "ci",
+        "builder",
+    ));
+    let rejected = unsigned(service_account_claims(
+        DEFAULT_KUBERNETES_ISSUER,
+        "ci",
+        "intruder",
+    ));
     let server = ApiServer {
         accepted: accepted.clone(),
         bearer: "registry-sa-token".to_owned(),
@@ -698,17 +785,33 @@ async fn token_review_mode(backend: Backend) {
     give(
         &app,
         "uid-1",
-        vec![grant(DEFAULT_KUBERNETES_ISSUER, "ci", Some("builder"), &[Action::Push])],
+        vec![grant(
+            DEFAULT_KUBERNETES_ISSUER,
+            "ci",
+            Some("builder"),
+            &[Action::Push],
+        )],
     )
     .await;
 
     let body = exchange_ok(&app, &accepted, None).await;
     assert_eq!(body["scope"], "push:@team/*");
-    app.publish(body["api_key"].as_str().unwrap(), "@team/tool", "1.0.0", "x86_64-linux")
-        .await;
-    let message = assert_error(exchange(&app, &rejected, None).await, StatusCode::UNAUTHORIZED);
+    app.publish(
+        body["api_key"].as_str().unwrap(),
+        "@team/tool",
+        "1.0.0",
+        "x86_64-linux",
+    )
+    .await;
+    let message = assert_error(
+        exchange(&app, &rejected, None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     assert!(message.contains("did not authenticate"), "{message}");
-    assert!(!message.contains("token is invalid"), "the API server's reason leaks: {message}");
+    assert!(
+        !message.contains("token is invalid"),
+        "the API server's reason leaks: {message}"
+    );
     let reviews = server.reviews.lock().unwrap().clone();
     assert_eq!(reviews.len(), 2);
     assert_eq!(reviews[0]["kind"], "TokenReview");
