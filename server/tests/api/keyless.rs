@@ -33,6 +33,7 @@ for_each_backend!(
     unknown_kid_refetches_the_keys_but_not_on_every_token,
     minted_key_expires_with_the_identity_token,
     replacing_grants_revokes_minted_keys,
+    a_grant_removed_during_exchanges_leaves_no_live_key,
     token_review_mode,
 );
 
@@ -693,6 +694,47 @@ async fn replacing_grants_revokes_minted_keys(backend: Backend) {
     assert!(!works(web_key).await);
     let message = assert_error(exchange(&app, &web, None).await, StatusCode::FORBIDDEN);
     assert!(message.contains("no grant"), "{message}");
+}
+
+/// Exchanges racing the removal of their grant: whichever order the database sees them in,
+/// no key minted from the removed grant works afterwards (see identity/grants.rs).
+async fn a_grant_removed_during_exchanges_leaves_no_live_key(backend: Backend) {
+    let issuer = Issuer::start().await;
+    let rsa = Signer::rsa(RSA_A, "rsa-a");
+    issuer.publish(&rsa);
+    let app = start(backend, settings_for(&issuer)).await;
+    let token = rsa.sign(&service_account_claims(&issuer.url, "ci", "builder"));
+    for round in 0..3 {
+        give(
+            &app,
+            "uid-1",
+            vec![grant(&issuer.url, "ci", None, &[Action::Pull])],
+        )
+        .await;
+        // Warm the key cache so the exchanges reach the database at once.
+        exchange_ok(&app, &token, None).await;
+        let exchanges = futures::future::join_all((0..12).map(|_| exchange(&app, &token, None)));
+        let removal = async {
+            app.registry
+                .replace_identity_grants(&test_authority(), "uid-1", Vec::new())
+                .await
+                .unwrap()
+        };
+        let (answers, _) = tokio::join!(exchanges, removal);
+        for (status, body) in answers {
+            if status == StatusCode::OK {
+                let key = body["api_key"].as_str().unwrap();
+                let (status, _) = app.get_with("/v1/auth/keys", key).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNAUTHORIZED,
+                    "round {round}: a key minted from the removed grant still works"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "round {round}: {body}");
+            }
+        }
+    }
 }
 
 /// A scripted API server: the review says yes to `accepted` only, for the `niso` audience,
