@@ -200,6 +200,18 @@ impl Registry {
         }
 
         let transaction = self.db.begin().await?;
+        // Write before reading: on SQLite this takes the write lock now (a transaction that
+        // read first and wrote after another writer's commit would fail with SQLITE_BUSY
+        // instead of waiting); on PostgreSQL it locks the owner's rows, so two replacements
+        // of the same owner's grants apply one after the other.
+        identity_grant::Entity::update_many()
+            .col_expr(
+                identity_grant::Column::Owner,
+                Expr::col(identity_grant::Column::Owner),
+            )
+            .filter(identity_grant::Column::Owner.eq(owner))
+            .exec(&transaction)
+            .await?;
         let existing = identity_grant::Entity::find()
             .filter(identity_grant::Column::Owner.eq(owner))
             .all(&transaction)
