@@ -5,7 +5,9 @@
 
 pub mod api_key;
 pub mod chunk;
+pub mod identity_grant;
 pub mod login_attempt;
+pub mod minted_key;
 pub mod namespace;
 pub mod namespace_member;
 pub mod package;

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261130_000001_upload_sessions;
 mod m20261130_000002_namespace_claim;
+mod m20261130_000003_identity_grants;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261130_000001_upload_sessions::Migration),
             Box::new(m20261130_000002_namespace_claim::Migration),
+            Box::new(m20261130_000003_identity_grants::Migration),
         ]
     }
 }

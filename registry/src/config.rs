@@ -64,6 +64,15 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     max_concurrent_uploads: Option<usize>,
     max_uploads_per_principal: Option<usize>,
+    oidc_issuers: Option<String>,
+    oidc_audience: Option<String>,
+    oidc_key_lifetime_secs: Option<u64>,
+    oidc_clock_skew_secs: Option<u64>,
+    oidc_jwks_refresh_secs: Option<u64>,
+    oidc_token_review_url: Option<String>,
+    oidc_token_review_issuer: Option<String>,
+    oidc_token_review_token_file: Option<PathBuf>,
+    oidc_token_review_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +372,7 @@ impl Source<'_> {
                 file.max_uploads_per_principal,
                 defaults.max_uploads_per_principal,
             )?,
+            identity: self.identity()?,
             ..defaults
         };
         Ok(Config {
@@ -379,6 +389,98 @@ impl Source<'_> {
             )?,
             gc_grace_period: self.seconds("NISO_GC_GRACE_SECS", file.gc_grace_secs, 3600)?,
             registry,
+        })
+    }
+
+    /// Keyless access (`NISO_OIDC_*`; defaults in `identity::IdentitySettings`).
+    fn identity(&self) -> Result<crate::identity::IdentitySettings, ConfigError> {
+        use crate::identity::{
+            DEFAULT_KUBERNETES_ISSUER, IN_CLUSTER_CA_FILE, IN_CLUSTER_TOKEN_FILE,
+            IN_CLUSTER_TOKEN_REVIEW_URL, IdentitySettings, TokenReviewSettings,
+        };
+        let file = &self.file;
+        let defaults = IdentitySettings::default();
+        let issuers: Vec<String> = self
+            .raw("NISO_OIDC_ISSUERS", file.oidc_issuers.clone())
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|issuer| !issuer.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for issuer in &issuers {
+            check_issuer_url("NISO_OIDC_ISSUERS", issuer)?;
+        }
+        let audience = self
+            .raw("NISO_OIDC_AUDIENCE", file.oidc_audience.clone())
+            .map(|audience| audience.trim().to_owned())
+            .unwrap_or(defaults.audience);
+        let key_lifetime = self.positive_seconds(
+            "NISO_OIDC_KEY_LIFETIME_SECS",
+            file.oidc_key_lifetime_secs,
+            defaults.key_lifetime.as_secs(),
+        )?;
+        let clock_skew = self.seconds(
+            "NISO_OIDC_CLOCK_SKEW_SECS",
+            file.oidc_clock_skew_secs,
+            defaults.clock_skew.as_secs(),
+        )?;
+        let jwks_refresh_interval = self.seconds(
+            "NISO_OIDC_JWKS_REFRESH_SECS",
+            file.oidc_jwks_refresh_secs,
+            defaults.jwks_refresh_interval.as_secs(),
+        )?;
+        let token_review = match self.raw(
+            "NISO_OIDC_TOKEN_REVIEW_URL",
+            file.oidc_token_review_url.clone(),
+        ) {
+            None => None,
+            Some(url) => {
+                let url = url.trim();
+                let in_cluster = url == "in-cluster";
+                let url = if in_cluster {
+                    IN_CLUSTER_TOKEN_REVIEW_URL.to_owned()
+                } else {
+                    check_issuer_url("NISO_OIDC_TOKEN_REVIEW_URL", url)?;
+                    url.to_owned()
+                };
+                let path = |name: &'static str, value: &Option<PathBuf>, default: Option<&str>| {
+                    self.raw(name, value.as_ref().map(|p| p.display().to_string()))
+                        .or(default.map(str::to_owned))
+                        .map(PathBuf::from)
+                };
+                Some(TokenReviewSettings {
+                    url,
+                    bearer_token_file: path(
+                        "NISO_OIDC_TOKEN_REVIEW_TOKEN_FILE",
+                        &file.oidc_token_review_token_file,
+                        in_cluster.then_some(IN_CLUSTER_TOKEN_FILE),
+                    ),
+                    ca_file: path(
+                        "NISO_OIDC_TOKEN_REVIEW_CA_FILE",
+                        &file.oidc_token_review_ca_file,
+                        in_cluster.then_some(IN_CLUSTER_CA_FILE),
+                    ),
+                    issuer: self
+                        .raw(
+                            "NISO_OIDC_TOKEN_REVIEW_ISSUER",
+                            file.oidc_token_review_issuer.clone(),
+                        )
+                        .map(|issuer| issuer.trim().to_owned())
+                        .unwrap_or_else(|| DEFAULT_KUBERNETES_ISSUER.to_owned()),
+                })
+            }
+        };
+        Ok(IdentitySettings {
+            issuers,
+            audience,
+            token_review,
+            key_lifetime,
+            clock_skew,
+            jwks_refresh_interval,
+            ..defaults
         })
     }
 
@@ -413,6 +515,26 @@ impl Source<'_> {
 
 fn default_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+/// Identity issuers and the API server are reached over HTTPS; plain HTTP only on loopback
+/// (a sidecar, tests), where nobody can alter the keys in transit.
+fn check_issuer_url(name: &'static str, url: &str) -> Result<(), ConfigError> {
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| {
+            url.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+        });
+    if url.starts_with("https://") || loopback {
+        Ok(())
+    } else {
+        Err(invalid(
+            name,
+            url,
+            "expected an https:// URL (http:// only on loopback)",
+        ))
+    }
 }
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
@@ -478,6 +600,48 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_sources(None, move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn keyless_access_settings() {
+        let config = config_from(&[]).unwrap();
+        assert!(config.registry.identity.issuers.is_empty());
+        assert_eq!(config.registry.identity.audience, "niso");
+        assert_eq!(
+            config.registry.identity.key_lifetime,
+            Duration::from_secs(900)
+        );
+        let config = config_from(&[
+            (
+                "NISO_OIDC_ISSUERS",
+                "https://a.example, https://b.example/x",
+            ),
+            ("NISO_OIDC_AUDIENCE", "registry"),
+            ("NISO_OIDC_KEY_LIFETIME_SECS", "60"),
+            ("NISO_OIDC_TOKEN_REVIEW_URL", "in-cluster"),
+        ])
+        .unwrap();
+        let identity = &config.registry.identity;
+        assert_eq!(
+            identity.issuers,
+            ["https://a.example", "https://b.example/x"]
+        );
+        assert_eq!(identity.audience, "registry");
+        assert_eq!(identity.key_lifetime, Duration::from_secs(60));
+        let review = identity.token_review.as_ref().unwrap();
+        assert_eq!(review.url, crate::identity::IN_CLUSTER_TOKEN_REVIEW_URL);
+        assert_eq!(review.issuer, crate::identity::DEFAULT_KUBERNETES_ISSUER);
+        assert!(review.ca_file.is_some() && review.bearer_token_file.is_some());
+        let error = config_from(&[("NISO_OIDC_ISSUERS", "http://issuer.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("NISO_OIDC_ISSUERS"), "{error}");
+        assert!(config_from(&[("NISO_OIDC_ISSUERS", "http://127.0.0.1:8000")]).is_ok());
+        assert!(config_from(&[("NISO_OIDC_ISSUERS", "http://127.0.0.1.evil.example")]).is_err());
+        let error = config_from(&[("NISO_OIDC_KEY_LIFETIME_SECS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("NISO_OIDC_KEY_LIFETIME_SECS"), "{error}");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct KeyInfo {
     pub created_at: chrono::NaiveDateTime,
     pub last_used_at: Option<chrono::NaiveDateTime>,
     pub expires_at: Option<chrono::NaiveDateTime>,
+    /// Set for keys minted from an identity token (`identity/exchange.rs`).
+    pub minted_for: Option<crate::identity::MintedFor>,
 }
 
 /// `last_used_at` is written on first use, then at most this often per key.
@@ -195,11 +197,14 @@ impl Registry {
             .order_by_asc(api_key::Column::Id)
             .limit(limit)
             .offset(offset);
-        Ok(query
-            .all(&self.db)
-            .await?
+        let keys = query.all(&self.db).await?;
+        let mut minted = self
+            .minted_for(keys.iter().map(|key| key.id).collect())
+            .await?;
+        Ok(keys
             .into_iter()
             .map(|key| KeyInfo {
+                minted_for: minted.remove(&key.id),
                 id: key.id,
                 name: key.name,
                 scope: key.scope,

@@ -16,6 +16,7 @@ pub mod download;
 pub mod download_counter;
 pub mod error;
 pub mod gc;
+pub mod identity;
 pub mod keys;
 pub mod managed;
 pub mod metrics;
@@ -62,6 +63,8 @@ pub struct Registry {
     pub(crate) decompression_budget: crate::archive::DecompressionBudget,
     pub(crate) password_hashing: PasswordHashing,
     pub(crate) upload_limits: upload_limits::UploadLimits,
+    /// Keyless access: the identity issuers' key cache and the TokenReview client.
+    pub(crate) identity: identity::IdentityVerifier,
 }
 
 impl Registry {
@@ -84,7 +87,9 @@ impl Registry {
             settings.max_concurrent_uploads,
             settings.max_uploads_per_principal,
         );
+        let identity = identity::IdentityVerifier::new(settings.identity.clone());
         Registry {
+            identity,
             db,
             store,
             settings,

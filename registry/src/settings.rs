@@ -69,6 +69,9 @@ pub struct RegistrySettings {
     /// Uploads in progress at once per user (all its keys together), or per key not linked to
     /// a user (`NISO_MAX_UPLOADS_PER_PRINCIPAL`, 429 beyond).
     pub max_uploads_per_principal: usize,
+    /// Keyless access: trusted identity issuers, audience, minted keys' lifetime
+    /// (`NISO_OIDC_*`, see `identity/mod.rs`).
+    pub identity: crate::identity::IdentitySettings,
 }
 
 impl Default for RegistrySettings {
@@ -96,6 +99,7 @@ impl Default for RegistrySettings {
             header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_SECS),
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             max_uploads_per_principal: DEFAULT_MAX_UPLOADS_PER_PRINCIPAL,
+            identity: crate::identity::IdentitySettings::default(),
         }
     }
 }

@@ -129,6 +129,17 @@ pub struct KeyResponse {
     pub prefix: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// Only for keys that expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `oidc` for a key minted from an identity token (`POST /v1/auth/token`), with the
+    /// token's issuer and subject; absent for other keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// Create an account and its namespace; answers with the account's first key.
@@ -254,6 +265,10 @@ pub async fn list_keys(
                 prefix: key.prefix,
                 created_at: format_timestamp(&key.created_at),
                 last_used_at: key.last_used_at.as_ref().map(format_timestamp),
+                expires_at: key.expires_at.as_ref().map(format_timestamp),
+                origin: key.minted_for.as_ref().map(|_| "oidc".to_owned()),
+                issuer: key.minted_for.as_ref().map(|m| m.issuer.clone()),
+                subject: key.minted_for.map(|m| m.subject),
             })
             .collect(),
     ))

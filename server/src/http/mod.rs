@@ -22,6 +22,7 @@ pub mod range;
 pub mod serve;
 pub mod system;
 pub mod tags;
+pub mod token_exchange;
 pub mod upload_sessions;
 
 use std::sync::Arc;
@@ -77,6 +78,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(tags::routes())
         .merge(archives::routes())
         .merge(upload_sessions::routes())
+        .merge(token_exchange::routes())
 }
 
 /// The API's router. Package paths must be normalised before they reach it (see

@@ -5,6 +5,7 @@ mod auth;
 mod body_limits;
 mod chunks;
 mod client_address;
+mod keyless;
 mod namespaces;
 mod packages;
 mod pagination;
