@@ -44,7 +44,13 @@ pub struct Settings {
     /// Kubernetes namespaces whose ApiKeys this operator watches
     /// (`NISO_OPERATOR_WATCH_NAMESPACES`); empty: all.
     pub watch_namespaces: Vec<String>,
+    /// The issuer of this cluster's ServiceAccount tokens (`NISO_OPERATOR_CLUSTER_ISSUER`):
+    /// the grants mirrored for keyless access name it (`workload_grants.rs`).
+    pub cluster_issuer: String,
 }
+
+/// Kubernetes' default ServiceAccount token issuer (`--service-account-issuer`).
+pub const DEFAULT_CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// The label naming the registry instance an object belongs to.
 pub const INSTANCE_LABEL: &str = "niso.online/instance";
@@ -71,6 +77,7 @@ impl Settings {
             privileged_namespaces: Vec::new(),
             instance: None,
             watch_namespaces: Vec::new(),
+            cluster_issuer: DEFAULT_CLUSTER_ISSUER.to_owned(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! niso-operator: turns `RegistryNamespace` and `ApiKey` custom resources into registry state
-//! through the server crate's domain layer (no SQL here), and collects orphan chunks while
+//! through the registry domain (niso-registry; no SQL here), and collects orphan chunks while
 //! holding a Lease. See DESIGN.md §7.
 
 pub mod apikey;
@@ -17,5 +17,6 @@ pub mod reconciler;
 pub mod renewal;
 pub mod run;
 pub mod secret;
+pub mod workload_grants;
 
 pub use error::{Error, Result};

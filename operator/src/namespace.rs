@@ -262,6 +262,7 @@ async fn converge(rns: &RegistryNamespace, name: &str, ctx: &Context) -> Result<
         Err(niso_registry::Error::Invalid(message)) => return Err(Error::InvalidSpec(message)),
         Err(error) => return Err(error.into()),
     };
+    crate::workload_grants::mirror(rns, name, ctx).await?;
     outcome.member_count = if exact {
         desired.len() as i64 + 1
     } else {
@@ -334,6 +335,8 @@ async fn cleanup(rns: &RegistryNamespace, ctx: &Context) -> Result<Action> {
     if registry.namespace_claimant(&name).await?.as_deref() != Some(uid.as_str()) {
         return Ok(Action::await_change());
     }
+    // Keys minted from this resource's grants go with it, whatever the deletion policy.
+    crate::workload_grants::withdraw(rns, ctx).await?;
     let reference = rns.object_ref(&());
     match rns.spec.deletion_policy {
         DeletionPolicy::Retain => {

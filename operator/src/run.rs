@@ -71,6 +71,9 @@ pub struct OperatorConfig {
     /// `NISO_OPERATOR_WATCH_NAMESPACES` (comma-separated, default all): where ApiKeys are
     /// watched.
     pub watch_namespaces: Vec<String>,
+    /// `NISO_OPERATOR_CLUSTER_ISSUER` (default Kubernetes' own): the issuer of this cluster's
+    /// ServiceAccount tokens, named by the grants mirrored for keyless access.
+    pub cluster_issuer: String,
 }
 
 fn invalid(name: &str, value: &str, reason: &str) -> anyhow::Error {
@@ -187,7 +190,22 @@ impl OperatorConfig {
             }
             None => None,
         };
+        let cluster_issuer = match get("NISO_OPERATOR_CLUSTER_ISSUER") {
+            Some(value) => {
+                let value = value.trim().to_owned();
+                if !value.starts_with("https://") || value.len() > 512 {
+                    return Err(invalid(
+                        "NISO_OPERATOR_CLUSTER_ISSUER",
+                        &value,
+                        "expected the cluster's https:// ServiceAccount issuer URL",
+                    ));
+                }
+                value
+            }
+            None => crate::context::DEFAULT_CLUSTER_ISSUER.to_owned(),
+        };
         Ok(OperatorConfig {
+            cluster_issuer,
             privileged_namespaces,
             watch_namespaces,
             instance,
@@ -242,6 +260,7 @@ async fn run(config: Config, operator: OperatorConfig) -> anyhow::Result<()> {
         privileged_namespaces: operator.privileged_namespaces.clone(),
         instance: operator.instance.clone(),
         watch_namespaces: operator.watch_namespaces.clone(),
+        cluster_issuer: operator.cluster_issuer.clone(),
         ..Settings::new(operator.registry_url.clone())
     };
     let ctx = Arc::new(Context::new(

@@ -13,7 +13,7 @@ use niso_operator::crd::{
     ApiKey, ApiKeySpec, DeletionPolicy, GrantAction, GrantSpec, MembersPolicy, RegistryNamespace,
     RegistryNamespaceSpec,
 };
-use niso_test_support::{Backend, archives};
+use niso_test_support::{Backend, archives, test_authority};
 
 niso_test_support::for_each_backend!(
     an_api_key_works_rotates_and_is_revoked,
@@ -218,10 +218,29 @@ async fn a_key_is_minted_only_within_its_namespace_grant(backend: Backend) {
     let cluster = Cluster::new(backend).await;
     cluster.app.register("alice").await;
     let operator = cluster.operator("operator-a").await;
-    cluster.create(None, &team_granting_pull_to_team_a()).await;
+    let team = cluster.create(None, &team_granting_pull_to_team_a()).await;
     cluster
         .condition("registrynamespaces", None, "team", "True")
         .await;
+    // The same grant, mirrored for keyless access: pods of team-a may exchange their
+    // ServiceAccount token for a pull key on @team.
+    let uid = team.metadata.uid.clone().expect("uid");
+    let mirrored = cluster
+        .app
+        .registry
+        .identity_grants(&test_authority(), Some(&uid))
+        .await
+        .unwrap();
+    assert_eq!(mirrored.len(), 1, "{mirrored:?}");
+    assert_eq!(
+        mirrored[0].spec.kubernetes_namespace.as_deref(),
+        Some("team-a")
+    );
+    assert_eq!(mirrored[0].spec.registry_namespace, "@team");
+    assert_eq!(
+        mirrored[0].spec.issuer,
+        niso_operator::context::DEFAULT_CLUSTER_ISSUER
+    );
 
     // Another Kubernetes namespace, and more than pull from team-a: refused, named, no key.
     for (namespace, scope) in [("team-b", "pull:@team/*"), ("team-a", "push:@team/*")] {
@@ -280,6 +299,18 @@ async fn a_key_is_minted_only_within_its_namespace_grant(backend: Backend) {
                 .authenticate(&key)
                 .await
                 .is_err()
+                .then_some(())
+        })
+        .await;
+    cluster
+        .wait("the withdrawn grant to leave the registry", async || {
+            cluster
+                .app
+                .registry
+                .identity_grants(&test_authority(), Some(&uid))
+                .await
+                .unwrap()
+                .is_empty()
                 .then_some(())
         })
         .await;
