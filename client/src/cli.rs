@@ -38,8 +38,16 @@ pub enum Command {
     /// Log in: exchange a username and password (prompted) for an API key, or store a key
     Login {
         /// Read an API key from stdin instead of prompting for a password
-        #[arg(long)]
+        #[arg(long, conflicts_with = "oidc_token_file")]
         token_stdin: bool,
+        /// Keyless: exchange the OIDC identity token in this file (a projected ServiceAccount
+        /// token, a CI job's token) for a short-lived key. In a pod, `in-pod` reads
+        /// /var/run/secrets/niso/token, the path the chart's example projects it to.
+        #[arg(long, value_name = "PATH")]
+        oidc_token_file: Option<PathBuf>,
+        /// With --oidc-token-file: the scope to ask for (default: everything granted)
+        #[arg(long, requires = "oidc_token_file")]
+        scope: Option<String>,
         /// The username (prompted when missing)
         #[arg(long, short)]
         username: Option<String>,

@@ -68,8 +68,14 @@ pub async fn run(
     match command {
         Command::Pack { .. } => unreachable!("handled above"),
         Command::Login {
+            oidc_token_file: Some(file),
+            scope,
+            ..
+        } => login_keyless(&session, &api, &file, scope, output).await,
+        Command::Login {
             token_stdin,
             username,
+            ..
         } => login(&session, &api, token_stdin, username, output).await,
         Command::Logout => logout(&session, output),
         Command::Whoami => {
@@ -252,6 +258,68 @@ fn read_line(prompt: Option<&str>) -> Result<String> {
         .read_line(&mut line)
         .map_err(|error| CliError::io("reading stdin", error))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// Where `--oidc-token-file in-pod` reads the projected token.
+const IN_POD_TOKEN_FILE: &str = "/var/run/secrets/niso/token";
+
+/// Keyless login: the identity token is exchanged at `POST /v1/auth/token` for a short-lived
+/// key, stored like any other (it stops working at its `expires_at`; log in again then).
+async fn login_keyless(
+    session: &Session,
+    api: &Api,
+    file: &std::path::Path,
+    scope: Option<String>,
+    output: &Output,
+) -> Result<()> {
+    let file = if file == std::path::Path::new("in-pod") {
+        std::path::Path::new(IN_POD_TOKEN_FILE)
+    } else {
+        file
+    };
+    let identity_token = std::fs::read_to_string(file)
+        .map_err(|error| CliError::io(format!("reading {}", file.display()), error))?
+        .trim()
+        .to_owned();
+    if identity_token.is_empty() {
+        return Err(CliError::usage(format!("{} is empty", file.display())));
+    }
+    let mut request = json!({ "token": identity_token });
+    if let Some(scope) = &scope {
+        request["scope"] = json!(scope);
+    }
+    let response: Value = api
+        .send_json(Method::POST, "/v1/auth/token", &request, Idempotency::Once)
+        .await?;
+    let token = response["api_key"]
+        .as_str()
+        .ok_or_else(|| CliError::server("the registry's token answer has no api_key"))?
+        .to_owned();
+    let mut credentials = session.paths.load_credentials()?;
+    credentials.registries.insert(
+        session.registry.clone(),
+        Credential {
+            token,
+            username: None,
+        },
+    );
+    session.paths.save_credentials(&credentials)?;
+    let mut config = session.paths.load_config()?;
+    config.registry = Some(session.registry.clone());
+    session.paths.save_config(&config)?;
+    let scope = response["scope"].as_str().unwrap_or_default().to_owned();
+    let expires_at = response["expires_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    output.result(
+        &format!(
+            "logged in to {} with a key for {scope} until {expires_at}",
+            session.registry
+        ),
+        json!({ "registry": session.registry, "scope": scope, "expires_at": expires_at }),
+    );
+    Ok(())
 }
 
 async fn login(

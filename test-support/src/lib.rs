@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod http_client;
+pub mod oidc;
 pub mod postgres;
 pub mod process;
 pub mod s3;

@@ -1,7 +1,14 @@
 //! login, whoami, logout, keys and namespaces through the binary.
 
-use crate::Niso;
-use niso_test_support::{Backend, TestApp};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Niso, package_tree};
+use niso_registry::RegistrySettings;
+use niso_registry::auth::scope::Action;
+use niso_registry::identity::IdentitySettings;
+use niso_registry::identity::grants::GrantSpec;
+use niso_test_support::oidc::{Issuer, RSA_A, Signer, service_account_claims};
+use niso_test_support::{Backend, TestApp, test_authority, test_settings};
 
 async fn login_whoami_logout(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -149,5 +156,83 @@ async fn namespaces_and_members(backend: Backend) {
 niso_test_support::for_each_backend!(
     login_whoami_logout,
     keys_create_list_revoke,
-    namespaces_and_members
+    namespaces_and_members,
+    keyless_login_with_a_token_file_then_push
 );
+
+/// `niso login --oidc-token-file`: a pod's projected ServiceAccount token (signed by an in-test
+/// issuer the registry trusts) is exchanged for a short-lived key within the pod's grant, and
+/// the stored key pushes; a token the registry does not accept is an auth error (exit 3).
+async fn keyless_login_with_a_token_file_then_push(backend: Backend) {
+    let issuer = Issuer::start().await;
+    let signer = Signer::rsa(RSA_A, "a");
+    issuer.publish(&signer);
+    let settings = RegistrySettings {
+        identity: IdentitySettings {
+            issuers: vec![issuer.url.clone()],
+            ..IdentitySettings::default()
+        },
+        ..test_settings()
+    };
+    let app = TestApp::with_settings(backend, settings).await;
+    let owner = app.register("owner").await;
+    let (status, body) = app
+        .post(
+            "/v1/namespaces",
+            Some(&owner),
+            serde_json::json!({ "name": "@team" }),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    app.registry
+        .replace_identity_grants(
+            &test_authority(),
+            "team-grants",
+            vec![GrantSpec {
+                issuer: issuer.url.clone(),
+                kubernetes_namespace: Some("ci".into()),
+                service_account: None,
+                claims: BTreeMap::new(),
+                registry_namespace: "@team".into(),
+                actions: BTreeSet::from([Action::Pull, Action::Push]),
+            }],
+        )
+        .await
+        .unwrap();
+    let niso = Niso::new(&app.base);
+    let token_file = niso.path("token");
+    std::fs::write(
+        &token_file,
+        signer.sign(&service_account_claims(&issuer.url, "ci", "builder")),
+    )
+    .unwrap();
+
+    let login = niso
+        .json(&[
+            "login",
+            "--oidc-token-file",
+            token_file.to_str().unwrap(),
+            "--scope",
+            "push:@team/*",
+        ])
+        .await;
+    assert_eq!(login["scope"], "push:@team/*", "{login}");
+    let tree = niso.path("tool");
+    package_tree(&tree, "@team/tool", "1.0.0", 1, 1024);
+    let pushed = niso
+        .json(&["push", tree.to_str().unwrap(), "--arch", "x86_64-linux"])
+        .await;
+    assert_eq!(pushed["name"], "@team/tool", "{pushed}");
+
+    // Another Kubernetes namespace has no grant: refused with the registry's reason.
+    std::fs::write(
+        &token_file,
+        signer.sign(&service_account_claims(&issuer.url, "other", "builder")),
+    )
+    .unwrap();
+    let refused = niso
+        .run(&["login", "--oidc-token-file", token_file.to_str().unwrap()])
+        .await;
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(refused.stderr.contains("grant"), "{refused:?}");
+}

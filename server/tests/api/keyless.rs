@@ -4,16 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -23,6 +21,7 @@ use niso_registry::auth::scope::Action;
 use niso_registry::identity::grants::GrantSpec;
 use niso_registry::identity::{DEFAULT_KUBERNETES_ISSUER, IdentitySettings, TokenReviewSettings};
 use niso_test_support::for_each_backend;
+use niso_test_support::oidc::{EC_P256, Issuer, RSA_A, RSA_B, Signer, now, service_account_claims};
 use niso_test_support::{Backend, TestApp, assert_error, test_authority, test_settings};
 
 for_each_backend!(
@@ -36,123 +35,6 @@ for_each_backend!(
     a_grant_removed_during_exchanges_leaves_no_live_key,
     token_review_mode,
 );
-
-const RSA_A: &[u8] = include_bytes!("fixtures/keyless/rsa-a.pem");
-const RSA_B: &[u8] = include_bytes!("fixtures/keyless/rsa-b.pem");
-const EC_P256: &[u8] = include_bytes!("fixtures/keyless/ec-p256.pem");
-
-/// An in-test OIDC issuer: discovery document and JWKS over HTTP on 127.0.0.1.
-struct Issuer {
-    url: String,
-    keys: Arc<Mutex<Vec<Value>>>,
-    key_fetches: Arc<AtomicUsize>,
-}
-
-#[derive(Clone)]
-struct IssuerState {
-    url: String,
-    keys: Arc<Mutex<Vec<Value>>>,
-    key_fetches: Arc<AtomicUsize>,
-}
-
-impl Issuer {
-    async fn start() -> Issuer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = IssuerState {
-            url: url.clone(),
-            keys: Arc::new(Mutex::new(Vec::new())),
-            key_fetches: Arc::new(AtomicUsize::new(0)),
-        };
-        let router = axum::Router::new()
-            .route(
-                "/.well-known/openid-configuration",
-                get(|State(state): State<IssuerState>| async move {
-                    axum::Json(json!({
-                        "issuer": state.url,
-                        "jwks_uri": format!("{}/keys", state.url),
-                    }))
-                }),
-            )
-            .route(
-                "/keys",
-                get(|State(state): State<IssuerState>| async move {
-                    state.key_fetches.fetch_add(1, Ordering::SeqCst);
-                    let keys = state.keys.lock().unwrap().clone();
-                    axum::Json(json!({ "keys": keys }))
-                }),
-            )
-            .with_state(state.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        Issuer {
-            url,
-            keys: state.keys,
-            key_fetches: state.key_fetches,
-        }
-    }
-
-    fn publish(&self, signer: &Signer) {
-        self.keys.lock().unwrap().push(signer.jwk());
-    }
-
-    fn fetches(&self) -> usize {
-        self.key_fetches.load(Ordering::SeqCst)
-    }
-}
-
-/// A throwaway signing key with its `kid`.
-struct Signer {
-    key: EncodingKey,
-    algorithm: Algorithm,
-    kid: String,
-}
-
-impl Signer {
-    fn rsa(pem: &[u8], kid: &str) -> Signer {
-        Signer {
-            key: EncodingKey::from_rsa_pem(pem).unwrap(),
-            algorithm: Algorithm::RS256,
-            kid: kid.to_owned(),
-        }
-    }
-
-    fn ec(pem: &[u8], kid: &str) -> Signer {
-        Signer {
-            key: EncodingKey::from_ec_pem(pem).unwrap(),
-            algorithm: Algorithm::ES256,
-            kid: kid.to_owned(),
-        }
-    }
-
-    fn jwk(&self) -> Value {
-        let mut jwk = Jwk::from_encoding_key(&self.key, self.algorithm).unwrap();
-        jwk.common.key_id = Some(self.kid.clone());
-        serde_json::to_value(jwk).unwrap()
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
-    }
-}
-
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
-/// The claims of a projected ServiceAccount token for `namespace`/`account`.
-fn service_account_claims(issuer: &str, namespace: &str, account: &str) -> Value {
-    json!({
-        "iss": issuer,
-        "aud": ["niso"],
-        "sub": format!("system:serviceaccount:{namespace}:{account}"),
-        "iat": now(),
-        "nbf": now(),
-        "exp": now() + 600,
-        "kubernetes.io": { "namespace": namespace, "serviceaccount": { "name": account } },
-    })
-}
 
 fn settings_for(issuer: &Issuer) -> RegistrySettings {
     RegistrySettings {
@@ -570,7 +452,7 @@ async fn unknown_kid_refetches_the_keys_but_not_on_every_token(backend: Backend)
         ..test_settings()
     };
     let replica = TestApp::on_storage(app.storage.clone(), settings).await;
-    issuer.keys.lock().unwrap().clear();
+    issuer.unpublish_all();
     issuer.publish(&first);
     let before = issuer.fetches();
     exchange_ok(&replica, &first.sign(&claims), None).await;
