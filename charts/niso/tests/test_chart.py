@@ -114,6 +114,10 @@ VALUE_SETS = {
     "no-operator": {"operator": {"enabled": False}},
     # Many teams on one cluster, on OpenShift: the operator limited to two namespaces and to
     # objects of its instance, a privileged namespace, alerts, a private CA bundle mounted.
+    "keyless": {
+        "server": {"keyless": {"issuers": ["https://issuer.example"], "tokenReview": True}},
+        "operator": {"clusterIssuer": "https://issuer.example"},
+    },
     "shared-cluster": {
         "securityContext": {"runAsUser": None, "runAsGroup": None, "fsGroup": None},
         "operator": {
@@ -135,6 +139,8 @@ VALUE_SETS = {
 # Values the schema must reject: unknown keys (typos) and wrong types.
 INVALID_VALUES = {
     "unknown top-level key": {"replicas": 3},
+    "plain-HTTP keyless issuer": {"server": {"keyless": {"issuers": ["http://issuer.example"]}}},
+    "typo in keyless": {"server": {"keyless": {"issuer": ["https://issuer.example"]}}},
     "typo in server": {"server": {"replicaCuont": 3}},
     "typo deep inside": {"server": {"autoscaling": {"enable": True}}},
     "typo in ingress host": {"ingress": {"hosts": [{"host": "a.example", "path": "/"}]}},
@@ -375,7 +381,9 @@ def test_server_probes_security_and_resources():
         assert container["livenessProbe"]["httpGet"]["port"] == "http"
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"http": 8080, "metrics": 9090}, ports
-        assert server["automountServiceAccountToken"] is False
+        # Only a TokenReview (keyless access) needs the server's own ServiceAccount token.
+        token_review = VALUE_SETS[value_set].get("server", {}).get("keyless", {}).get("tokenReview", False)
+        assert server["automountServiceAccountToken"] is token_review
 
 
 def test_replicas_hpa_and_pdb():
@@ -572,7 +580,9 @@ def test_rbac_is_least_privilege():
                 assert grants[key] == verbs, key
             assert "update" not in grants[("", "secrets")] and "deletecollection" not in grants[("", "secrets")]
 
-        bindings = find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")
+        # The TokenReview binding of keyless access is checked in test_keyless_access_values.
+        bindings = [b for b in find(docs, "ClusterRoleBinding") + find(docs, "RoleBinding")
+                    if not b["metadata"]["name"].endswith("-tokenreview")]
         subjects = [s for binding in bindings for s in binding["subjects"]]
         assert subjects and all(
             s == {"kind": "ServiceAccount", "name": "niso-operator", "namespace": NAMESPACE} for s in subjects
@@ -727,6 +737,34 @@ def test_trusted_proxies_follow_the_ingress():
             "server": {"trustedProxies": ["10.244.0.0/16", "fd12::/64"]},
         })
         assert server_env(docs)["NISO_TRUSTED_PROXIES"]["value"] == "10.244.0.0/16,fd12::/64"
+
+
+def test_keyless_access_values():
+    def server(docs):
+        return server_deployment(docs)["spec"]["template"]["spec"]
+
+    # Off by default: no OIDC settings, no token in the server's pod, no TokenReview rights.
+    docs, _ = rendered("default")
+    assert not any(name.startswith("NISO_OIDC_") for name in env_of(server(docs)["containers"][0]))
+    assert server(docs)["automountServiceAccountToken"] is False
+    assert not [d for d in docs if d["kind"] == "ClusterRole"
+                and any("tokenreviews" in r.get("resources", []) for r in d["rules"])]
+
+    docs, _ = rendered("keyless")
+    env = env_of(server(docs)["containers"][0])
+    assert env["NISO_OIDC_ISSUERS"]["value"] == "https://issuer.example"
+    assert env["NISO_OIDC_AUDIENCE"]["value"] == "niso"
+    assert env["NISO_OIDC_TOKEN_REVIEW_URL"]["value"] == "in-cluster"
+    assert server(docs)["automountServiceAccountToken"] is True
+    roles = [d for d in docs if d["kind"] == "ClusterRole"
+             and any("tokenreviews" in r.get("resources", []) for r in d["rules"])]
+    assert len(roles) == 1
+    assert roles[0]["rules"] == [{"apiGroups": ["authentication.k8s.io"],
+                                  "resources": ["tokenreviews"], "verbs": ["create"]}]
+    binding = one(docs, "ClusterRoleBinding", roles[0]["metadata"]["name"])
+    assert binding["subjects"][0]["name"] == server(docs)["serviceAccountName"]
+    operator_env = env_of(operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0])
+    assert operator_env["NISO_OPERATOR_CLUSTER_ISSUER"]["value"] == "https://issuer.example"
 
 
 def test_network_policy():
