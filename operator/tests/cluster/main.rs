@@ -15,6 +15,7 @@ mod apikeys;
 mod leader;
 mod namespaces;
 mod rbac;
+mod releases;
 
 use std::sync::Arc;
 use std::time::Duration;
