@@ -2,7 +2,6 @@
 //! rotation on a changed scope or a deleted Secret, revocation on deletion, invalid scopes and
 //! unknown users (no partial change), expiry.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -12,14 +11,12 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::Value;
 
 use crate::common::Backend;
-use crate::mock::{self, MockApi, not_found};
+use crate::mock::{not_found, run_reconcile};
 use crate::{
     Fixture, REGISTRY_URL, assert_adds_finalizer, assert_removes_finalizer, ready_of,
     with_finalizer, with_status,
 };
-use niso_operator::context::Context;
 use niso_operator::crd::{ApiKey, ApiKeySpec};
-use niso_operator::reconciler::reconcile;
 
 crate::for_each_backend!(
     creation_writes_the_key_into_an_owned_secret,
@@ -66,15 +63,6 @@ fn from_json(value: Value) -> ApiKey {
     serde_json::from_value(value).expect("an ApiKey")
 }
 
-async fn run_reconcile(
-    api: &mut MockApi,
-    ctx: &Arc<Context>,
-    key: &ApiKey,
-    script: impl AsyncFnOnce(&mut MockApi),
-) -> Result<Action, niso_operator::Error> {
-    mock::run(api, reconcile(Arc::new(key.clone()), ctx.clone()), script).await
-}
-
 /// What a Secret apply patch wrote: the Secret as the API now holds it, and its key.
 fn written_secret(body: &Value) -> (Value, String) {
     let secret: Secret = serde_json::from_value(body.clone()).expect("a Secret");
@@ -88,6 +76,54 @@ fn written_secret(body: &Value) -> (Value, String) {
     assert_eq!(owners[0].uid, UID);
     assert_eq!(owners[0].controller, Some(true));
     (body.clone(), key)
+}
+
+/// One reconcile that rotates the key: the Secret is read (`secret`, or missing), rewritten,
+/// the status records the new key, and a `KeyRotated` Event whose note contains `note` is
+/// published. Returns the Secret and status patches.
+async fn expect_rotation(
+    fixture: &mut Fixture,
+    key: &ApiKey,
+    secret: Option<&Value>,
+    note: &str,
+) -> (Value, Value) {
+    let object = json_of(key);
+    let mut secret_patch = Value::Null;
+    let mut status_patch = Value::Null;
+    run_reconcile(&mut fixture.api, &fixture.ctx, key, async |api| {
+        match secret {
+            Some(secret) => {
+                api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
+                    .await
+            }
+            None => {
+                api.expect("GET", SECRET_PATH, |_| not_found("secret ci-key"))
+                    .await
+            }
+        };
+        secret_patch = api
+            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
+            .await
+            .body;
+        status_patch = api
+            .expect("PATCH", STATUS_PATH, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        let event = api.expect_event("apps", "Normal", "KeyRotated").await;
+        assert!(
+            event.body["note"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(note),
+            "{}",
+            event.body
+        );
+    })
+    .await
+    .expect("rotated");
+    (secret_patch, status_patch)
 }
 
 /// The finalizer, then the key: returns the resource as the API holds it, the Secret, and
@@ -229,34 +265,8 @@ async fn a_changed_scope_rotates_the_key(backend: Backend) {
     let mut changed = key.clone();
     changed.spec.scope = "pull:*".into();
     changed.metadata.generation = Some(2);
-    let object = json_of(&changed);
-    let mut secret_patch = Value::Null;
-    let mut status_patch = Value::Null;
-    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
-        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
-            .await;
-        secret_patch = api
-            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
-            .await
-            .body;
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        let event = api.expect_event("apps", "Normal", "KeyRotated").await;
-        assert!(
-            event.body["note"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("scope changed"),
-            "{}",
-            event.body
-        );
-    })
-    .await
-    .expect("rotated");
+    let (secret_patch, status_patch) =
+        expect_rotation(&mut fixture, &changed, Some(&secret), "scope changed").await;
     let (_, new_value) = written_secret(&secret_patch);
     assert_ne!(new_value, old_value);
     let new_id = status_patch["status"]["keyId"].as_i64().unwrap();
@@ -282,26 +292,8 @@ async fn a_stale_cache_does_not_rotate_twice(backend: Backend) {
     let mut changed = key.clone();
     changed.spec.scope = "pull:*".into();
     changed.metadata.generation = Some(2);
-    let object = json_of(&changed);
-    let mut secret_patch = Value::Null;
-    let mut status_patch = Value::Null;
-    run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
-        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
-            .await;
-        secret_patch = api
-            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
-            .await
-            .body;
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("apps", "Normal", "KeyRotated").await;
-    })
-    .await
-    .expect("rotated");
+    let (secret_patch, status_patch) =
+        expect_rotation(&mut fixture, &changed, Some(&secret), "").await;
     let (rotated_secret, value) = written_secret(&secret_patch);
     let new_id = status_patch["status"]["keyId"].as_i64().unwrap();
     assert_ne!(new_id, old_id);
@@ -313,6 +305,7 @@ async fn a_stale_cache_does_not_rotate_twice(backend: Backend) {
 
     // The stale resource: the new spec, the old status (key id revoked by the rotation).
     assert_eq!(changed.status.as_ref().unwrap().key_id, Some(old_id));
+    let object = json_of(&changed);
     let mut status_patch = Value::Null;
     run_reconcile(&mut fixture.api, &fixture.ctx, &changed, async |api| {
         api.expect("GET", SECRET_PATH, |_| (200, rotated_secret.clone()))
@@ -427,34 +420,8 @@ async fn a_key_with_a_duration_renews_itself_before_it_ends(backend: Backend) {
         .update(fixture.app.registry.database())
         .await
         .unwrap();
-    let object = json_of(&key);
-    let mut secret_patch = Value::Null;
-    let mut status_patch = Value::Null;
-    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
-        api.expect("GET", SECRET_PATH, |_| (200, secret.clone()))
-            .await;
-        secret_patch = api
-            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
-            .await
-            .body;
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        let event = api.expect_event("apps", "Normal", "KeyRotated").await;
-        assert!(
-            event.body["note"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("renewal"),
-            "{}",
-            event.body
-        );
-    })
-    .await
-    .expect("renewed");
+    let (secret_patch, status_patch) =
+        expect_rotation(&mut fixture, &key, Some(&secret), "renewal").await;
     let (_, renewed) = written_secret(&secret_patch);
     assert!(fixture.app.registry.authenticate(&value).await.is_err());
     let principal = fixture.app.registry.authenticate(&renewed).await.unwrap();
@@ -493,23 +460,7 @@ async fn a_key_with_a_duration_renews_itself_before_it_ends(backend: Backend) {
 async fn a_deleted_secret_rotates_the_key(backend: Backend) {
     let mut fixture = Fixture::new(backend).await;
     let (key, _, old_value) = create(&mut fixture, resource(None, "pull:*")).await;
-    let object = json_of(&key);
-    let mut secret_patch = Value::Null;
-    run_reconcile(&mut fixture.api, &fixture.ctx, &key, async |api| {
-        api.expect("GET", SECRET_PATH, |_| not_found("secret ci-key"))
-            .await;
-        secret_patch = api
-            .expect("PATCH", SECRET_PATH, |seen| (200, seen.body.clone()))
-            .await
-            .body;
-        api.expect("PATCH", STATUS_PATH, |seen| {
-            (200, with_status(&object, &seen.body))
-        })
-        .await;
-        api.expect_event("apps", "Normal", "KeyRotated").await;
-    })
-    .await
-    .expect("rotated");
+    let (secret_patch, _) = expect_rotation(&mut fixture, &key, None, "").await;
     let (_, new_value) = written_secret(&secret_patch);
     assert!(fixture.app.registry.authenticate(&old_value).await.is_err());
     let principal = fixture.app.registry.authenticate(&new_value).await.unwrap();

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 
 use crate::Fixture;
 use crate::common::Backend;
+use crate::mock::run_reconcile;
 use crate::namespaces::{
-    STATUS_PATH, create, deleting, from_json, json_of, members, pairs, resource, run_reconcile,
+    STATUS_PATH, create, deleting, from_json, json_of, members, pairs, resource,
 };
 use crate::{ready_of, with_status};
 use niso_operator::context::FINALIZER;

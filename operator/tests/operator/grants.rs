@@ -4,15 +4,14 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
 use kube::runtime::reflector;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
 
 use crate::common::Backend;
-use crate::mock::{self, MockApi, not_found};
+use crate::mock::{self, not_found, run_reconcile};
 use crate::{Fixture, ready_of, with_status};
-use niso_operator::context::{Context, FINALIZER};
+use niso_operator::context::FINALIZER;
 use niso_operator::crd::{
     ApiKey, ApiKeySpec, DeletionPolicy, GrantAction, GrantSpec, MembersPolicy, RegistryNamespace,
     RegistryNamespaceSpec,
@@ -78,15 +77,6 @@ fn key(namespace: &str, user: Option<&str>, scope: &str) -> ApiKey {
 
 fn status_path(namespace: &str) -> String {
     format!("/apis/niso.online/v1alpha1/namespaces/{namespace}/apikeys/ci/status")
-}
-
-async fn run_reconcile(
-    api: &mut MockApi,
-    ctx: &Arc<Context>,
-    key: &ApiKey,
-    script: impl AsyncFnOnce(&mut MockApi),
-) -> Result<Action, niso_operator::Error> {
-    mock::run(api, reconcile(Arc::new(key.clone()), ctx.clone()), script).await
 }
 
 /// Keys minted for ApiKeys of the tests, live or not.

@@ -1,11 +1,15 @@
 //! kube's scripted mock API (`tower_test::mock::pair`, as kube-rs/controller-rs does): each
 //! test says which requests the reconciler must make, in order, and what the API answers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::controller::Action;
+use niso_operator::context::Context;
+use niso_operator::reconciler::{Reconciled, reconcile};
 use serde_json::{Value, json};
 use tower_test::mock::Handle;
 
@@ -148,6 +152,22 @@ where
 }
 
 /// Runs a reconcile that must not touch the API at all.
+/// One reconcile of `object` through the controllers' shared wrapper, with `script` playing
+/// the API server's side.
+pub async fn run_reconcile<K: Reconciled>(
+    api: &mut MockApi,
+    ctx: &Arc<Context>,
+    object: &K,
+    script: impl AsyncFnOnce(&mut MockApi),
+) -> Result<Action, niso_operator::Error> {
+    run(
+        api,
+        reconcile(Arc::new(object.clone()), ctx.clone()),
+        script,
+    )
+    .await
+}
+
 pub async fn run_silent<T, R>(api: &mut MockApi, reconcile: R) -> T
 where
     R: std::future::Future<Output = T> + Send + 'static,

@@ -10,11 +10,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common::{Backend, archives};
-use crate::mock::{self, MockApi};
+use crate::mock::{self, run_reconcile};
 use crate::{
     Fixture, assert_adds_finalizer, assert_removes_finalizer, ready_of, with_finalizer, with_status,
 };
-use niso_operator::context::Context;
 use niso_operator::crd::{
     DeletionPolicy, MemberRole, MemberSpec, MembersPolicy, RegistryNamespace, RegistryNamespaceSpec,
 };
@@ -71,15 +70,6 @@ pub fn json_of(rns: &RegistryNamespace) -> Value {
 
 pub fn from_json(value: Value) -> RegistryNamespace {
     serde_json::from_value(value).expect("a RegistryNamespace")
-}
-
-pub async fn run_reconcile(
-    api: &mut MockApi,
-    ctx: &Arc<Context>,
-    rns: &RegistryNamespace,
-    script: impl AsyncFnOnce(&mut MockApi),
-) -> Result<Action, niso_operator::Error> {
-    mock::run(api, reconcile(Arc::new(rns.clone()), ctx.clone()), script).await
 }
 
 /// Takes a new resource through the finalizer and the first convergence; returns it as the
