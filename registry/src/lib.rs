@@ -1,8 +1,8 @@
 //! niso-registry: the registry domain — accounts, keys, scopes, namespaces, packages, tags,
 //! uploads (streamed and in resumable sessions), the chunk store and GC, keyless identity — with
-//! what it stands on: authentication, object storage, the database,
-//! configuration, its error type and its metrics. Written once and used by the server's HTTP
-//! handlers and CLI and by the operator; nothing else in the workspace talks SQL or S3.
+//! what it stands on: authentication, object storage, the database, configuration, its error
+//! type and its metrics. Written once and used by the server's HTTP handlers and CLI and by the
+//! operator; nothing else in the workspace talks SQL or S3.
 //!
 //! It speaks no HTTP: errors say what went wrong in domain terms (`error.rs`) and the server
 //! maps them to statuses.
