@@ -9,7 +9,7 @@ use crate::Fixture;
 use crate::common::Backend;
 use crate::mock::run_reconcile;
 use crate::namespaces::{
-    STATUS_PATH, create, deleting, from_json, json_of, members, pairs, resource,
+    STATUS_PATH, create, deleting, expect_failure, from_json, json_of, members, pairs, resource,
 };
 use crate::{ready_of, with_status};
 use niso_operator::context::FINALIZER;
@@ -45,20 +45,8 @@ async fn a_second_claimant_is_a_conflict_and_changes_nothing(backend: Backend) {
     other.spec.name = Some("@team".into());
     other.spec.adopt = true;
     other.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    let object = json_of(&other);
-    let mut status_patch = Value::Null;
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &other, async |api| {
-        status_patch = api
-            .expect("PATCH", OTHER_STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("default", "Warning", "Conflict").await;
-    })
-    .await
-    .expect_err("claimed by the first");
-    assert_eq!(error.reason(), "Conflict");
+    let (_, status_patch) =
+        expect_failure(&mut fixture, &other, OTHER_STATUS_PATH, "Conflict").await;
     let (status, reason, message) = ready_of(&status_patch);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Conflict"));
     assert!(
@@ -72,7 +60,7 @@ async fn a_second_claimant_is_a_conflict_and_changes_nothing(backend: Backend) {
     );
 
     // Deleting it leaves @team alone.
-    let other = deleting(&from_json(with_status(&object, &status_patch)));
+    let other = deleting(&from_json(with_status(&json_of(&other), &status_patch)));
     let object = json_of(&other);
     run_reconcile(&mut fixture.api, &fixture.ctx, &other, async |api| {
         api.expect("PATCH", OTHER_PATH, |_| {
@@ -115,21 +103,8 @@ async fn adoption_is_explicit_and_merge_keeps_members(backend: Backend) {
     let mut rns = resource("alice", &[], DeletionPolicy::Retain);
     rns.spec.members_policy = MembersPolicy::Merge;
     rns.metadata.finalizers = Some(vec![FINALIZER.into()]);
-    let object = json_of(&rns);
-    let mut status_patch = Value::Null;
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("default", "Warning", "AdoptionRequired")
-            .await;
-    })
-    .await
-    .expect_err("adoption is not asked");
-    assert_eq!(error.reason(), "AdoptionRequired");
+    let (_, status_patch) =
+        expect_failure(&mut fixture, &rns, STATUS_PATH, "AdoptionRequired").await;
     assert!(ready_of(&status_patch).2.contains("spec.adopt"));
     assert_eq!(
         members(&fixture, "@team").await,
@@ -147,7 +122,7 @@ async fn adoption_is_explicit_and_merge_keeps_members(backend: Backend) {
 
     // Adopted, with no members listed and the Merge policy: nobody is removed, and the API
     // still manages members.
-    let mut rns = from_json(with_status(&object, &status_patch));
+    let mut rns = from_json(with_status(&json_of(&rns), &status_patch));
     rns.spec.adopt = true;
     rns.metadata.generation = Some(2);
     let object = json_of(&rns);
@@ -180,7 +155,7 @@ async fn adoption_is_explicit_and_merge_keeps_members(backend: Backend) {
     assert_eq!(code, StatusCode::CREATED, "{body}");
 
     // Listed members are added next to those managed through the API.
-    let mut rns = from_json(with_status(&object, &status_patch));
+    let mut rns = from_json(with_status(&json_of(&rns), &status_patch));
     rns.spec.members = vec![MemberSpec {
         username: "bob".into(),
         role: MemberRole::Member,
@@ -212,7 +187,7 @@ async fn adoption_is_explicit_and_merge_keeps_members(backend: Backend) {
     );
 
     // Exact, asked for: now the list is the truth and the API refuses member changes.
-    let mut rns = from_json(with_status(&object, &status_patch));
+    let mut rns = from_json(with_status(&json_of(&rns), &status_patch));
     rns.spec.members_policy = MembersPolicy::Exact;
     rns.metadata.generation = Some(4);
     let object = json_of(&rns);

@@ -72,6 +72,33 @@ pub fn from_json(value: Value) -> RegistryNamespace {
     serde_json::from_value(value).expect("a RegistryNamespace")
 }
 
+/// A reconcile of `rns` that fails with `reason`: the status patched at `status_path`
+/// (`Ready=False`) and a Warning Event say so. Returns the error and the status patch.
+pub async fn expect_failure(
+    fixture: &mut Fixture,
+    rns: &RegistryNamespace,
+    status_path: &str,
+    reason: &str,
+) -> (niso_operator::Error, Value) {
+    let object = json_of(rns);
+    let mut status_patch = Value::Null;
+    let error = run_reconcile(&mut fixture.api, &fixture.ctx, rns, async |api| {
+        status_patch = api
+            .expect("PATCH", status_path, |seen| {
+                (200, with_status(&object, &seen.body))
+            })
+            .await
+            .body;
+        api.expect_event("default", "Warning", reason).await;
+    })
+    .await
+    .expect_err(reason);
+    assert_eq!(error.reason(), reason);
+    let (status, status_reason, _) = ready_of(&status_patch);
+    assert_eq!((status.as_str(), status_reason.as_str()), ("False", reason));
+    (error, status_patch)
+}
+
 /// Takes a new resource through the finalizer and the first convergence; returns it as the
 /// API would hold it afterwards (finalizer and status set).
 pub async fn create(fixture: &mut Fixture, rns: RegistryNamespace) -> RegistryNamespace {
@@ -306,20 +333,7 @@ async fn deletion_with_delete_policy_waits_for_packages_then_removes(backend: Ba
 
     // With a package left, the namespace stays, the finalizer too, and status says why.
     let rns = deleting(&rns);
-    let object = json_of(&rns);
-    let mut status_patch = Value::Null;
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("default", "Warning", "HasPackages").await;
-    })
-    .await
-    .expect_err("refused while packages are left");
-    assert_eq!(error.reason(), "HasPackages");
+    let (_, status_patch) = expect_failure(&mut fixture, &rns, STATUS_PATH, "HasPackages").await;
     let (status, reason, message) = ready_of(&status_patch);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "HasPackages"));
     assert!(message.contains("Retain"), "{message}");
@@ -331,7 +345,7 @@ async fn deletion_with_delete_policy_waits_for_packages_then_removes(backend: Ba
         .delete("/v1/packages/@team/tool/1.0.0/x86_64-linux", Some(&alice))
         .await;
     assert_eq!(code, StatusCode::NO_CONTENT);
-    let rns = from_json(with_status(&object, &status_patch));
+    let rns = from_json(with_status(&json_of(&rns), &status_patch));
     let object = json_of(&rns);
     let action = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
         api.expect_event("default", "Normal", "Deleted").await;
@@ -432,20 +446,8 @@ async fn an_unknown_owner_is_reported_and_retried_with_backoff(backend: Backend)
     );
     let mut rns = rns;
     rns.metadata.finalizers = Some(vec![niso_operator::context::FINALIZER.into()]);
-    let object = json_of(&rns);
-    let mut status_patch = Value::Null;
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("default", "Warning", "UserNotFound").await;
-    })
-    .await
-    .expect_err("the owner does not exist");
-    assert_eq!(error.reason(), "UserNotFound");
+    let (error, status_patch) =
+        expect_failure(&mut fixture, &rns, STATUS_PATH, "UserNotFound").await;
     let (status, reason, message) = ready_of(&status_patch);
     assert_eq!(
         (status.as_str(), reason.as_str()),
@@ -473,7 +475,7 @@ async fn an_unknown_owner_is_reported_and_retried_with_backoff(backend: Backend)
     );
 
     // Retried with the same status: no new write, no new Event.
-    let rns = from_json(with_status(&object, &status_patch));
+    let rns = from_json(with_status(&json_of(&rns), &status_patch));
     let error = mock::run_silent(
         &mut fixture.api,
         reconcile(Arc::new(rns.clone()), fixture.ctx.clone()),
@@ -517,26 +519,13 @@ async fn a_name_taken_by_a_user_is_reported(backend: Backend) {
     fixture.app.register("team").await;
     let mut rns = resource("alice", &[], DeletionPolicy::Delete);
     rns.metadata.finalizers = Some(vec![niso_operator::context::FINALIZER.into()]);
-    let object = json_of(&rns);
-    let mut status_patch = Value::Null;
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
-        status_patch = api
-            .expect("PATCH", STATUS_PATH, |seen| {
-                (200, with_status(&object, &seen.body))
-            })
-            .await
-            .body;
-        api.expect_event("default", "Warning", "NameTaken").await;
-    })
-    .await
-    .expect_err("@team is user team's");
-    assert_eq!(error.reason(), "NameTaken");
+    let (_, status_patch) = expect_failure(&mut fixture, &rns, STATUS_PATH, "NameTaken").await;
     let view = fixture.app.registry.namespace_view("@team").await.unwrap();
     assert_eq!(view.ns_type, "user");
     assert!(!view.managed);
 
     // Deleting the resource (policy Delete) leaves the user's namespace alone.
-    let rns = deleting(&from_json(with_status(&object, &status_patch)));
+    let rns = deleting(&from_json(with_status(&json_of(&rns), &status_patch)));
     let object = json_of(&rns);
     run_reconcile(&mut fixture.api, &fixture.ctx, &rns, async |api| {
         api.expect("PATCH", PATH, |_| (200, crate::without_finalizer(&object)))
@@ -606,16 +595,5 @@ async fn an_existing_org_is_adopted(backend: Backend) {
     // Another owner's org is not adopted.
     let mut other = resource("bob", &[], DeletionPolicy::Delete);
     other.metadata.finalizers = Some(vec![niso_operator::context::FINALIZER.into()]);
-    let object = json_of(&other);
-    let error = run_reconcile(&mut fixture.api, &fixture.ctx, &other, async |api| {
-        api.expect("PATCH", STATUS_PATH, |seen| {
-            (200, with_status(&object, &seen.body))
-        })
-        .await;
-        api.expect_event("default", "Warning", "OwnerMismatch")
-            .await;
-    })
-    .await
-    .expect_err("owned by alice");
-    assert_eq!(error.reason(), "OwnerMismatch");
+    expect_failure(&mut fixture, &other, STATUS_PATH, "OwnerMismatch").await;
 }
