@@ -9,7 +9,8 @@ use crate::Fixture;
 use crate::common::Backend;
 use crate::mock::run_reconcile;
 use crate::namespaces::{
-    STATUS_PATH, create, deleting, expect_failure, from_json, json_of, members, pairs, resource,
+    STATUS_PATH, create, deleting, expect_failure, from_json, json_of, members,
+    org_made_through_the_api, pairs, resource,
 };
 use crate::{ready_of, with_status};
 use niso_operator::context::FINALIZER;
@@ -84,20 +85,7 @@ async fn adoption_is_explicit_and_merge_keeps_members(backend: Backend) {
     fixture.app.register("bob").await;
     fixture.app.register("carol").await;
     fixture.app.register("dave").await;
-    let (code, body) = fixture
-        .app
-        .post("/v1/namespaces", Some(&alice), json!({"name": "@team"}))
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    let (code, body) = fixture
-        .app
-        .post(
-            "/v1/namespaces/@team/members",
-            Some(&alice),
-            json!({"username": "carol", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
+    org_made_through_the_api(&fixture, &alice).await;
 
     // Without adopt, an existing namespace is left alone.
     let mut rns = resource("alice", &[], DeletionPolicy::Retain);

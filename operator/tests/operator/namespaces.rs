@@ -72,6 +72,25 @@ pub fn from_json(value: Value) -> RegistryNamespace {
     serde_json::from_value(value).expect("a RegistryNamespace")
 }
 
+/// `@team`, made by alice through the API with carol as an admin: a namespace no resource
+/// manages (yet).
+pub async fn org_made_through_the_api(fixture: &Fixture, alice: &str) {
+    let (code, body) = fixture
+        .app
+        .post("/v1/namespaces", Some(alice), json!({"name": "@team"}))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let (code, body) = fixture
+        .app
+        .post(
+            "/v1/namespaces/@team/members",
+            Some(alice),
+            json!({"username": "carol", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+}
+
 /// A reconcile of `rns` that fails with `reason`: the status patched at `status_path`
 /// (`Ready=False`) and a Warning Event say so. Returns the error and the status patch.
 pub async fn expect_failure(
@@ -541,20 +560,7 @@ async fn an_existing_org_is_adopted(backend: Backend) {
     let alice = fixture.app.register("alice").await;
     fixture.app.register("bob").await;
     fixture.app.register("carol").await;
-    let (code, body) = fixture
-        .app
-        .post("/v1/namespaces", Some(&alice), json!({"name": "@team"}))
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
-    let (code, body) = fixture
-        .app
-        .post(
-            "/v1/namespaces/@team/members",
-            Some(&alice),
-            json!({"username": "carol", "role": "admin"}),
-        )
-        .await;
-    assert_eq!(code, StatusCode::CREATED, "{body}");
+    org_made_through_the_api(&fixture, &alice).await;
 
     let mut rns = resource(
         "alice",
