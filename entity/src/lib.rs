@@ -5,6 +5,7 @@
 
 pub mod api_key;
 pub mod chunk;
+pub mod gc_candidate;
 pub mod identity_grant;
 pub mod login_attempt;
 pub mod minted_key;
