@@ -8,31 +8,65 @@
 //!    "reaped" and "committed" happens;
 //! 2. finish chunks a previous run marked `deleting` (it may have crashed midway);
 //! 3. for each candidate (live, older than the grace period, unreferenced, unleased), mark it
-//!    `deleting` with a conditional UPDATE that re-checks all of that *and* the `lease_version`
-//!    seen when it was picked. An upload leasing the chunk concurrently bumps `lease_version` in
-//!    the same row, so either GC's mark fails, or the upload's bump (which requires
-//!    `state = 'live'`) fails and the upload stores a fresh copy;
-//! 4. only then delete the object, then the row. Uploads never use `deleting` rows;
+//!    `deleting` with a conditional UPDATE (one per page of candidates) that re-checks all of
+//!    that *and* the `lease_version` each had when it was picked. An upload leasing the chunk
+//!    concurrently bumps `lease_version` in the same row, so either GC's mark fails, or the
+//!    upload's bump (which requires `state = 'live'`) fails and the upload stores a fresh copy;
+//! 4. only then delete the objects (a few at a time), then the rows. Uploads never use
+//!    `deleting` rows;
 //! 5. sweep orphan objects: objects in the store that no row names, left by a crash between an
 //!    upload's put and its row insert (see [`Registry::sweep_orphan_objects`]).
+//!
+//! # Where candidates come from: the `gc_candidates` queue
+//!
+//! Step 3 does not scan the chunks. A chunk can only become garbage when its last lease
+//! (`upload_chunks` row) or its last reference (`version_chunks` row) is deleted, so triggers on
+//! those two tables (migration `m20261130_000010_gc_candidates`) enqueue the chunk's id in the
+//! deleting transaction: a released, failed or aborted upload, `put_chunk`'s temporary upload,
+//! a commit's leases (every new chunk of the version is enqueued, and dropped again by the next
+//! pass), a deleted version, and anything deleted by `ON DELETE CASCADE` — step 1's reaping
+//! included. Triggers rather than calls in the domain code, because they cannot be forgotten by
+//! a new code path or a cascade, they run in the same transaction by construction, and they also
+//! fire for replicas still running the previous release during a rolling upgrade. The migration
+//! enqueued every chunk that was unreferenced when it ran.
+//!
+//! A pass reads the queue in pages of [`BATCH`] (keyset on the queue's id), looks up which of
+//! those chunks are live, unreferenced and unleased in one query, marks and deletes those past
+//! the grace period as above, and then deletes the queue rows it examined, by their own ids —
+//! except those whose chunk is garbage but still younger than the grace period, which stay
+//! queued for a later pass. A pass therefore costs what changed since the last one, not the
+//! size of the store.
+//!
+//! The queue only decides what GC looks at, never what it deletes: the conditional mark
+//! re-checks everything, so a chunk wrongly queued survives, and a missed enqueue could only
+//! leak a chunk, never delete a referenced one. Liveness: a queue row is dropped only after its
+//! chunk was deleted, or was seen referenced, leased or re-leased (lease_version changed) — and
+//! then the deletion of that reference or lease enqueues it again, under a new id. Rows are
+//! deleted by id, so an enqueue that happens while a pass works on a page is never lost, and a
+//! pass that crashes before deleting them only makes the next pass look again.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use entity::{chunk, upload};
+use entity::{chunk, gc_candidate, upload};
 
 use super::chunk_store::{
     OBJECT_KEY_PREFIX, OBJECT_ROW_DEADLINE, STATE_DELETING, STATE_LIVE, is_object_key,
 };
 use super::{Registry, now};
 use crate::error::Result;
+use crate::storage::StorageError;
 
-/// Candidates examined per query, so a huge backlog is worked through in bounded memory.
-const BATCH: u64 = 500;
+/// Queue rows (and chunks, and expired uploads) examined per query, so a huge backlog is worked
+/// through in bounded memory.
+pub const BATCH: u64 = 500;
+
+/// Object deletions in flight at once when deleting marked chunks.
+const OBJECT_DELETES_IN_FLIGHT: usize = 16;
 
 /// Objects without a row are swept only once at least this old, whatever the grace period
 /// (which may be zero: the chunk-row invariant holds with no grace at all, the object sweep
@@ -105,36 +139,7 @@ impl Registry {
         self.finish_marked_chunks(&mut report).await?;
         let cutoff =
             now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(36500));
-        let mut after_id = 0i64;
-        loop {
-            let candidates = chunk::Entity::find()
-                .filter(chunk::Column::State.eq(STATE_LIVE))
-                .filter(chunk::Column::CreatedAt.lt(cutoff))
-                .filter(chunk::Column::Id.gt(after_id))
-                .filter(Expr::cust(UNREFERENCED))
-                .filter(Expr::cust(UNLEASED))
-                .order_by_asc(chunk::Column::Id)
-                .limit(BATCH)
-                .all(&self.db)
-                .await?;
-            let Some(last) = candidates.last() else { break };
-            after_id = last.id;
-            for candidate in candidates {
-                let marked = chunk::Entity::update_many()
-                    .col_expr(chunk::Column::State, Expr::value(STATE_DELETING))
-                    .filter(chunk::Column::Id.eq(candidate.id))
-                    .filter(chunk::Column::State.eq(STATE_LIVE))
-                    .filter(chunk::Column::LeaseVersion.eq(candidate.lease_version))
-                    .filter(Expr::cust(UNREFERENCED))
-                    .filter(Expr::cust(UNLEASED))
-                    .exec(&self.db)
-                    .await?
-                    .rows_affected;
-                if marked == 1 {
-                    self.delete_marked_chunk(&candidate, &mut report).await?;
-                }
-            }
-        }
+        self.collect_candidates(cutoff, &mut report).await?;
         self.sweep_orphan_objects(&options, &mut report).await?;
         self.metrics.gc_runs.inc();
         self.metrics.gc_chunks_deleted.inc_by(report.chunks_deleted);
@@ -209,55 +214,185 @@ impl Registry {
         Ok(())
     }
 
+    /// Step 3 over the candidate queue (see the module doc).
+    async fn collect_candidates(
+        &self,
+        cutoff: chrono::NaiveDateTime,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let mut after_id = 0i64;
+        loop {
+            let page: Vec<(i64, i64)> = gc_candidate::Entity::find()
+                .select_only()
+                .column(gc_candidate::Column::Id)
+                .column(gc_candidate::Column::ChunkId)
+                .filter(gc_candidate::Column::Id.gt(after_id))
+                .order_by_asc(gc_candidate::Column::Id)
+                .limit(BATCH)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(());
+            };
+            after_id = last;
+            let chunk_ids: BTreeSet<i64> = page.iter().map(|&(_, chunk_id)| chunk_id).collect();
+            // Those of the page's chunks that are garbage but for their age. The rest are gone,
+            // being deleted, referenced or leased: their rows are dropped below.
+            let unreferenced = chunk::Entity::find()
+                .filter(chunk::Column::Id.is_in(chunk_ids))
+                .filter(chunk::Column::State.eq(STATE_LIVE))
+                .filter(Expr::cust(UNREFERENCED))
+                .filter(Expr::cust(UNLEASED))
+                .order_by_asc(chunk::Column::Id)
+                .all(&self.db)
+                .await?;
+            let mut too_young = HashSet::new();
+            let mut due = Vec::new();
+            for candidate in unreferenced {
+                if candidate.created_at >= cutoff {
+                    too_young.insert(candidate.id);
+                } else {
+                    due.push((candidate.id, candidate.lease_version));
+                }
+            }
+            if !due.is_empty() {
+                self.mark_and_delete(&due, report).await?;
+            }
+            // Only now, so that a crash above leaves the rows for the next pass; by id, so that
+            // a chunk enqueued again meanwhile keeps its new row.
+            let examined: Vec<i64> = page
+                .iter()
+                .filter(|(_, chunk_id)| !too_young.contains(chunk_id))
+                .map(|&(id, _)| id)
+                .collect();
+            if !examined.is_empty() {
+                gc_candidate::Entity::delete_many()
+                    .filter(gc_candidate::Column::Id.is_in(examined))
+                    .exec(&self.db)
+                    .await?;
+            }
+        }
+    }
+
+    /// Deletes uploads whose lease expired, a page at a time. Their leases go by
+    /// `ON DELETE CASCADE`, and the lease table's trigger enqueues their chunks.
     async fn reap_expired_uploads(&self) -> Result<u64> {
         let current = now();
-        let expired = upload::Entity::find()
-            .filter(upload::Column::ExpiresAt.lt(current))
+        let mut reaped = 0;
+        let mut after_id = 0i64;
+        loop {
+            let expired: Vec<i64> = upload::Entity::find()
+                .select_only()
+                .column(upload::Column::Id)
+                .filter(upload::Column::ExpiresAt.lt(current))
+                .filter(upload::Column::Id.gt(after_id))
+                .order_by_asc(upload::Column::Id)
+                .limit(BATCH)
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            let Some(&last) = expired.last() else {
+                return Ok(reaped);
+            };
+            after_id = last;
+            for stale in expired {
+                // Re-checked in the DELETE: a renewal in between keeps the upload alive.
+                reaped += upload::Entity::delete_many()
+                    .filter(upload::Column::Id.eq(stale))
+                    .filter(upload::Column::ExpiresAt.lt(current))
+                    .exec(&self.db)
+                    .await?
+                    .rows_affected;
+            }
+        }
+    }
+
+    /// Marks `due` (chunk id and the `lease_version` seen) `deleting` in one conditional UPDATE
+    /// that re-checks everything, then deletes those marked.
+    async fn mark_and_delete(&self, due: &[(i64, i64)], report: &mut GcReport) -> Result<()> {
+        // Each row must still carry the lease_version seen: a scalar condition on the row
+        // itself, so PostgreSQL re-checks it on the new row version when a concurrent lease
+        // bumped it (the ids and versions are integers from the database, not input).
+        let mut seen = String::from("chunks.lease_version = CASE chunks.id");
+        for (id, lease_version) in due {
+            seen.push_str(&format!(" WHEN {id} THEN {lease_version}"));
+        }
+        seen.push_str(" END");
+        let ids = || due.iter().map(|&(id, _)| id);
+        chunk::Entity::update_many()
+            .col_expr(chunk::Column::State, Expr::value(STATE_DELETING))
+            .filter(chunk::Column::Id.is_in(ids()))
+            .filter(chunk::Column::State.eq(STATE_LIVE))
+            .filter(Expr::cust(seen))
+            .filter(Expr::cust(UNREFERENCED))
+            .filter(Expr::cust(UNLEASED))
+            .exec(&self.db)
+            .await?;
+        // Ours, and any another pass marked meanwhile (deleting those is idempotent).
+        let marked = chunk::Entity::find()
+            .filter(chunk::Column::Id.is_in(ids()))
+            .filter(chunk::Column::State.eq(STATE_DELETING))
             .all(&self.db)
             .await?;
-        let mut reaped = 0;
-        for stale in expired {
-            // Re-checked in the DELETE: a renewal in between keeps the upload alive.
-            reaped += upload::Entity::delete_many()
-                .filter(upload::Column::Id.eq(stale.id))
-                .filter(upload::Column::ExpiresAt.lt(current))
-                .exec(&self.db)
-                .await?
-                .rows_affected;
-            // upload_chunks rows go by ON DELETE CASCADE.
-        }
-        Ok(reaped)
+        self.delete_marked_chunks(marked, report).await
     }
 
     async fn finish_marked_chunks(&self, report: &mut GcReport) -> Result<()> {
+        let mut after_id = 0i64;
         loop {
             let marked = chunk::Entity::find()
                 .filter(chunk::Column::State.eq(STATE_DELETING))
+                .filter(chunk::Column::Id.gt(after_id))
                 .order_by_asc(chunk::Column::Id)
                 .limit(BATCH)
                 .all(&self.db)
                 .await?;
-            if marked.is_empty() {
+            let Some(last) = marked.last() else {
                 return Ok(());
-            }
-            for chunk in marked {
-                self.delete_marked_chunk(&chunk, report).await?;
-            }
+            };
+            after_id = last.id;
+            self.delete_marked_chunks(marked, report).await?;
         }
     }
 
-    async fn delete_marked_chunk(&self, chunk: &chunk::Model, report: &mut GcReport) -> Result<()> {
-        self.store.delete(&chunk.object_key).await?;
-        let deleted = chunk::Entity::delete_many()
-            .filter(chunk::Column::Id.eq(chunk.id))
-            .filter(chunk::Column::State.eq(STATE_DELETING))
-            .exec(&self.db)
-            .await?
-            .rows_affected;
-        if deleted == 1 {
-            report.chunks_deleted += 1;
-            report.bytes_reclaimed += chunk.stored_size as u64;
+    /// Deletes marked chunks: their objects first, a few at a time, then the rows of those
+    /// whose object is gone, in one statement.
+    async fn delete_marked_chunks(
+        &self,
+        marked: Vec<chunk::Model>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let outcomes: Vec<(i64, std::result::Result<(), StorageError>)> =
+            futures::stream::iter(marked)
+                .map(|chunk| async move { (chunk.id, self.store.delete(&chunk.object_key).await) })
+                .buffer_unordered(OBJECT_DELETES_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut failure = None;
+        let mut gone = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(()) => gone.push(id),
+                Err(error) => failure = Some(error),
+            }
         }
-        Ok(())
+        if !gone.is_empty() {
+            let deleted = chunk::Entity::delete_many()
+                .filter(chunk::Column::Id.is_in(gone))
+                .filter(chunk::Column::State.eq(STATE_DELETING))
+                .exec_with_returning(&self.db)
+                .await?;
+            report.chunks_deleted += deleted.len() as u64;
+            report.bytes_reclaimed += deleted
+                .iter()
+                .map(|chunk| chunk.stored_size as u64)
+                .sum::<u64>();
+        }
+        match failure {
+            // The others' rows are gone; this one stays marked for the next pass.
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! GC under concurrency: the invariant of DESIGN.md §4 (a chunk referenced by a committed
 //! version is never deleted) exercised by randomized interleavings of uploads sharing chunks,
 //! deletes and GC passes with a zero grace period across two replicas, plus the expired-lease
-//! and orphan paths. Run on both backends.
+//! and orphan paths, and the candidate queue that tells GC where to look. Run on both backends.
 
+mod candidates;
 mod orphans;
 
 use std::collections::{HashMap, HashSet};
