@@ -40,8 +40,10 @@
 //! The queue only decides what GC looks at, never what it deletes: the conditional mark
 //! re-checks everything, so a chunk wrongly queued survives, and a missed enqueue could only
 //! leak a chunk, never delete a referenced one. Liveness: a queue row is dropped only after its
-//! chunk was deleted, or was seen referenced, leased or re-leased (lease_version changed) — and
-//! then the deletion of that reference or lease enqueues it again, under a new id. Rows are
+//! chunk was deleted, was found gone or marked by another pass (step 2 finishes it), or was
+//! seen referenced, leased or re-leased (lease_version changed) — and then the deletion of that
+//! reference or lease enqueues it again, under a new id (the migration's doc explains why each
+//! trigger's condition cannot miss that deletion under concurrency). Rows are
 //! deleted by id, so an enqueue that happens while a pass works on a page is never lost, and a
 //! pass that crashes before deleting them only makes the next pass look again.
 
