@@ -67,8 +67,10 @@ use crate::storage::StorageError;
 /// through in bounded memory.
 pub const BATCH: u64 = 500;
 
-/// Object deletions in flight at once when deleting marked chunks.
-const OBJECT_DELETES_IN_FLIGHT: usize = 16;
+/// Object deletions in flight at once when deleting marked chunks. Measured on 10,000 garbage
+/// chunks: 4 is as fast as 16 on both stores, and 16 local deletes (each a blocking thread)
+/// raised the pass's peak RSS by 60 MiB of per-thread allocator arenas.
+const OBJECT_DELETES_IN_FLIGHT: usize = 4;
 
 /// Objects without a row are swept only once at least this old, whatever the grace period
 /// (which may be zero: the chunk-row invariant holds with no grace at all, the object sweep
