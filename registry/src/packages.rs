@@ -156,13 +156,14 @@ impl Registry {
     /// whose name contains it, ignoring case (LIKE's wildcards in it are literal characters:
     /// package names contain `_`).
     ///
-    /// The match is always the same `LIKE`; what finds the candidates is the trigram index of
-    /// `m20261130_000005_package_search` — on PostgreSQL the planner uses it for that `LIKE`
-    /// itself, on SQLite the FTS5 table narrows the rows by `MATCH` first. A query shorter than
-    /// a trigram (1–2 characters) cannot use either index: it walks the names in order and stops
-    /// at the end of the page, which is quick when it matches many names (short queries usually
-    /// do) and costs a scan of the names (as every search did before the index) when it matches
-    /// few.
+    /// A query of three characters or more is a `LIKE` served by the trigram index of
+    /// `m20261130_000005_package_search`: on PostgreSQL the planner uses it for that `LIKE`
+    /// itself, on SQLite the FTS5 table narrows the rows by `MATCH` and the `LIKE` decides. Its
+    /// cost follows the number of names that share the query's trigrams, not the registry's
+    /// size. A shorter query (1–2 characters) cannot use either index: it walks the names in
+    /// order and stops at the end of the page, which is quick when it matches many names
+    /// (short queries usually do) and costs a scan of the names (as every search did before
+    /// the index) when it matches few.
     pub async fn list_packages(
         &self,
         query: Option<&str>,
@@ -178,15 +179,33 @@ impl Registry {
             let Some(search) = NameSearch::new(query) else {
                 return Ok(Vec::new());
             };
-            select = select.filter(package::Column::Name.like(search.like_pattern()));
-            if self.db.get_database_backend() == DbBackend::Sqlite
-                && let Some(phrase) = search.trigram_phrase()
-            {
-                select = select.filter(Expr::cust_with_values(
-                    r#""packages"."id" IN (SELECT rowid FROM package_search WHERE package_search MATCH ?)"#,
-                    [phrase],
-                ));
-            }
+            let backend = self.db.get_database_backend();
+            select = match search.trigram_phrase() {
+                Some(phrase) => {
+                    let select = select.filter(package::Column::Name.like(search.like_pattern()));
+                    if backend == DbBackend::Sqlite {
+                        select.filter(Expr::cust_with_values(
+                            r#""packages"."id" IN (SELECT rowid FROM package_search WHERE package_search MATCH ?)"#,
+                            [phrase],
+                        ))
+                    } else {
+                        select
+                    }
+                }
+                // Too short for the index. Not the `LIKE` either, on purpose: PostgreSQL
+                // switches a prepared statement to one generic plan after a few runs, and a
+                // generic plan shared with long queries is the trigram index, which for a
+                // pattern without a trigram reads all of it. A statement of its own is
+                // planned for short queries: names in order, stopping at the page's end.
+                None => select.filter(Expr::cust_with_values(
+                    if backend == DbBackend::Postgres {
+                        r#"strpos("packages"."name", $1) > 0"#
+                    } else {
+                        r#"instr("packages"."name", ?) > 0"#
+                    },
+                    [search.as_str().to_owned()],
+                )),
+            };
         }
         Ok(select
             .into_partial_model::<PackageListing>()

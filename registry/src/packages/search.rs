@@ -25,6 +25,11 @@ impl NameSearch {
             .then_some(NameSearch(lowered))
     }
 
+    /// The lowercased query: names contain it or not, with no wildcard in it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// `%query%` with `\`, `%` and `_` escaped, so they match only themselves.
     pub fn like_pattern(&self) -> LikeExpr {
         let mut escaped = String::with_capacity(self.0.len() + 2);
