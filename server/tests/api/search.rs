@@ -12,6 +12,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::Value;
 
 use niso_test_support::for_each_backend;
+use niso_test_support::postgres::TestPostgres;
 use niso_test_support::{Backend, Storage, TestApp, test_authority, test_settings};
 
 for_each_backend!(
@@ -315,4 +316,59 @@ async fn the_index_is_filled_from_packages_that_existed_before_it(backend: Backe
         ["@old/legacy-tool", "@old/other"]
     );
     assert_index_in_sync(&app).await;
+}
+
+/// A role that may create tables but not extensions (no CREATE on the database) cannot create
+/// pg_trgm: migrating fails, naming the extension and what to run, and nothing is left half
+/// done. Once the owner has created the extension, the same role migrates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_migration_without_the_right_to_create_pg_trgm_says_what_to_run() {
+    let database_url = TestPostgres::get().fresh_database().await;
+    let owner = niso_registry::db::connect(&database_url, 1)
+        .await
+        .expect("connect as the owner");
+    let role = format!("restricted_{:08x}", rand::random::<u32>());
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD 'restricted'"),
+        format!("GRANT CREATE, USAGE ON SCHEMA public TO {role}"),
+    ] {
+        owner
+            .execute_unprepared(&statement)
+            .await
+            .expect(&statement);
+    }
+    let (scheme, rest) = database_url.split_once("://").expect("a URL");
+    let host_and_database = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+    let restricted_url = format!("{scheme}://{role}:restricted@{host_and_database}");
+    let restricted = niso_registry::db::connect(&restricted_url, 1)
+        .await
+        .expect("connect as the restricted role");
+
+    let error = niso_registry::db::migrate(&restricted)
+        .await
+        .expect_err("pg_trgm cannot be created by this role")
+        .to_string();
+    assert!(error.contains("pg_trgm"), "{error}");
+    assert!(error.contains("CREATE EXTENSION pg_trgm"), "{error}");
+    assert!(error.contains("permission denied"), "{error}");
+    // The migrations share one transaction: no table was left behind.
+    let tables = owner
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+        ))
+        .await
+        .expect("count tables")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count");
+    assert_eq!(tables, 0);
+
+    owner
+        .execute_unprepared("CREATE EXTENSION pg_trgm")
+        .await
+        .expect("the owner creates pg_trgm");
+    niso_registry::db::migrate(&restricted)
+        .await
+        .expect("with pg_trgm present the restricted role migrates");
 }
