@@ -54,6 +54,8 @@ impl NameSearch {
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::sea_query::{Expr, ExprTrait, Query, SqliteQueryBuilder};
+
     use super::*;
 
     #[test]
@@ -71,9 +73,9 @@ mod tests {
     #[test]
     fn like_pattern_escapes_wildcards() {
         let pattern = NameSearch::new("my_app").unwrap().like_pattern();
-        let sql = sea_orm::sea_query::Query::select()
-            .expr(sea_orm::sea_query::Expr::val("x").like(pattern))
-            .to_string(sea_orm::sea_query::SqliteQueryBuilder);
+        let sql = Query::select()
+            .expr(Expr::val("x").like(pattern))
+            .to_string(SqliteQueryBuilder);
         assert!(sql.contains(r"'%my\_app%' ESCAPE '\'"), "{sql}");
     }
 
