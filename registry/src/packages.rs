@@ -11,7 +11,8 @@ mod search;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DerivePartialModel, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 
 use entity::{package, package_version, tag, version_chunk};
@@ -181,17 +182,18 @@ impl Registry {
             };
             let backend = self.db.get_database_backend();
             select = match search.trigram_phrase() {
-                Some(phrase) => {
-                    let select = select.filter(package::Column::Name.like(search.like_pattern()));
-                    if backend == DbBackend::Sqlite {
-                        select.filter(Expr::cust_with_values(
-                            r#""packages"."id" IN (SELECT rowid FROM package_search WHERE package_search MATCH ?)"#,
-                            [phrase],
-                        ))
-                    } else {
-                        select
-                    }
+                Some(_) if backend == DbBackend::Postgres => {
+                    return self
+                        .search_packages_postgres(&search, limit, offset)
+                        .await
+                        .map(summaries);
                 }
+                Some(phrase) => select
+                    .filter(package::Column::Name.like(search.like_pattern()))
+                    .filter(Expr::cust_with_values(
+                        r#""packages"."id" IN (SELECT rowid FROM package_search WHERE package_search MATCH ?)"#,
+                        [phrase],
+                    )),
                 // Too short for the index. Not the `LIKE` either, on purpose: PostgreSQL
                 // switches a prepared statement to one generic plan after a few runs, and a
                 // generic plan shared with long queries is the trigram index, which for a
@@ -207,21 +209,44 @@ impl Registry {
                 )),
             };
         }
-        Ok(select
-            .into_partial_model::<PackageListing>()
+        Ok(summaries(
+            select
+                .into_partial_model::<PackageListing>()
+                .all(&self.db)
+                .await?,
+        ))
+    }
+
+    /// A search of three characters or more on PostgreSQL: the matches first (through the
+    /// trigram index), then their page in name order. Written as a materialized CTE because
+    /// the statement is prepared: after a few runs PostgreSQL may plan it once for any
+    /// parameters, and with `LIMIT $2` unknown that generic plan walked the whole name index
+    /// in order, filtering each name (measured: 1.4 ms at 10,000 packages instead of 0.2 ms,
+    /// growing with the registry). The CTE leaves no ordered walk to choose.
+    async fn search_packages_postgres(
+        &self,
+        search: &NameSearch,
+        limit: u64,
+        offset: u64,
+    ) -> Result<Vec<PackageListing>> {
+        let statement = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            r#"WITH matches AS MATERIALIZED (
+                SELECT "name", "latest_version", "description", "updated_at", "download_count"
+                FROM "packages"
+                WHERE "latest_version" IS NOT NULL AND "name" LIKE $1 ESCAPE '\'
+            )
+            SELECT * FROM matches ORDER BY "name" LIMIT $2 OFFSET $3"#,
+            [
+                search.like_text().into(),
+                // In range: `Limit` and `Offset` bound what the API accepts.
+                i64::try_from(limit).unwrap_or(i64::MAX).into(),
+                i64::try_from(offset).unwrap_or(i64::MAX).into(),
+            ],
+        );
+        Ok(PackageListing::find_by_statement(statement)
             .all(&self.db)
-            .await?
-            .into_iter()
-            .filter_map(|package| {
-                Some(PackageSummary {
-                    name: package.name,
-                    latest_version: package.latest_version?,
-                    description: package.description,
-                    updated_at: package.updated_at?,
-                    download_count: package.download_count,
-                })
-            })
-            .collect())
+            .await?)
     }
 
     /// Every version+arch of a package, oldest upload first.
@@ -437,6 +462,21 @@ impl Registry {
             })
             .collect()
     }
+}
+
+/// Listing rows as summaries (every row has a version: the queries select only those).
+fn summaries(rows: Vec<PackageListing>) -> Vec<PackageSummary> {
+    rows.into_iter()
+        .filter_map(|package| {
+            Some(PackageSummary {
+                name: package.name,
+                latest_version: package.latest_version?,
+                description: package.description,
+                updated_at: package.updated_at?,
+                download_count: package.download_count,
+            })
+        })
+        .collect()
 }
 
 /// The text of the latest of these versions (see `names::latest_version`), as stored.

@@ -32,6 +32,11 @@ impl NameSearch {
 
     /// `%query%` with `\`, `%` and `_` escaped, so they match only themselves.
     pub fn like_pattern(&self) -> LikeExpr {
+        LikeExpr::new(self.like_text()).escape('\\')
+    }
+
+    /// The text of [`NameSearch::like_pattern`], for a statement that says `ESCAPE '\'`.
+    pub fn like_text(&self) -> String {
         let mut escaped = String::with_capacity(self.0.len() + 2);
         escaped.push('%');
         for c in self.0.chars() {
@@ -41,7 +46,7 @@ impl NameSearch {
             escaped.push(c);
         }
         escaped.push('%');
-        LikeExpr::new(escaped).escape('\\')
+        escaped
     }
 
     /// The FTS5 phrase that finds names containing the query (a phrase of trigrams is a
