@@ -8,6 +8,7 @@ mod m20261125_000001_initial;
 mod m20261130_000001_upload_sessions;
 mod m20261130_000002_namespace_claim;
 mod m20261130_000003_identity_grants;
+mod m20261130_000005_package_search;
 mod m20261130_000010_gc_candidates;
 
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_upload_sessions::Migration),
             Box::new(m20261130_000002_namespace_claim::Migration),
             Box::new(m20261130_000003_identity_grants::Migration),
+            Box::new(m20261130_000005_package_search::Migration),
             Box::new(m20261130_000010_gc_candidates::Migration),
         ]
     }

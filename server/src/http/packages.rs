@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Matches package names and descriptions containing this text.
+    /// Keeps packages whose name contains this text (case-insensitive).
     #[param(max_length = 256)]
     pub q: Option<String>,
     pub limit: Option<Limit>,
@@ -87,7 +87,7 @@ pub struct ManifestQuery {
     pub arch: Option<Arch>,
 }
 
-/// List packages, most recently updated first; `q` filters by name and description.
+/// List packages with at least one version, in name order; `q` filters by name.
 #[utoipa::path(get, path = "/v1/packages", params(ListQuery),
     responses((status = 200, body = [PackageResponse]), (status = 400)))]
 pub async fn list_packages(
