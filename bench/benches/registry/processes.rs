@@ -70,22 +70,29 @@ pub struct NisoServer {
     pub metrics: String,
 }
 
-/// Starts a release niso-server with `env` (NISO_DATA_DIR / database / S3 settings).
-pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> NisoServer {
-    let port = free_port();
-    let metrics_port = free_port();
+/// A niso-server command with only `env` (NISO_DATA_DIR / database / S3 settings) and PATH.
+fn niso_command(binary: &Path, env: &[(String, String)], log: &Path) -> Command {
     let mut command = Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("NISO_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NISO_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
         .env("NISO_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"));
     for (name, value) in env {
         command.env(name, value);
     }
+    command
+}
+
+/// Starts a release niso-server with `env` (NISO_DATA_DIR / database / S3 settings).
+pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> NisoServer {
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut command = niso_command(binary, env, log);
+    command
+        .env("NISO_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NISO_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"));
     let process = Process::spawn("niso-server", &mut command);
     let base = format!("http://127.0.0.1:{port}");
     wait_until_up(
@@ -98,6 +105,65 @@ pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> 
         process,
         base,
         metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+    }
+}
+
+/// What a one-shot niso-server command (`migrate`, `gc --once`) did.
+pub struct Completed {
+    pub stdout: String,
+    pub seconds: f64,
+    /// The process's own peak resident set size (`ru_maxrss` from `wait4`), in bytes.
+    pub peak_rss: u64,
+}
+
+/// Runs `niso-server <args>` with `env` to completion; panics unless it succeeds. Blocking.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also reports its peak RSS"
+)]
+pub fn run_niso(binary: &Path, env: &[(String, String)], args: &[&str], log: &Path) -> Completed {
+    let mut command = niso_command(binary, env, log);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("cannot start niso-server");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read stdout");
+    // wait4 instead of `Child::wait`: it reaps this one pid and reports that process's own
+    // peak RSS, where getrusage(RUSAGE_CHILDREN) would give the largest of every child the
+    // bench ever waited for (servers, wrk, nginx, …).
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `child` is our own unreaped child and both out-pointers are valid.
+    let reaped = unsafe {
+        libc::wait4(
+            child.id() as libc::pid_t,
+            &mut status,
+            0,
+            usage.as_mut_ptr(),
+        )
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(
+        reaped,
+        child.id() as libc::pid_t,
+        "wait4 niso-server {args:?}"
+    );
+    // SAFETY: wait4 succeeded, so it filled `usage`.
+    let usage = unsafe { usage.assume_init() };
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "niso-server {args:?} failed (status {status}): {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Completed {
+        stdout,
+        seconds,
+        // Linux reports ru_maxrss in KiB.
+        peak_rss: usage.ru_maxrss as u64 * 1024,
     }
 }
 
