@@ -1,26 +1,35 @@
 //! The niso benchmark: `cargo bench -p niso-bench` builds the release server, starts what it
 //! needs on loopback and prints one table of figures, each ratio measured in the same run so
-//! machine noise cancels: upload vs sha256sum, download vs nginx, peak RSS under 16+16 clients,
-//! dedup of next versions, metadata requests/s under wrk with 10,000 packages × 5 versions, and
-//! Verdaccio side by side. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
+//! machine noise cancels: upload vs sha256sum, download vs nginx, on the production backend
+//! (PostgreSQL + Garage) upload and download vs a direct PUT / GET of the same chunks into the
+//! same Garage, peak RSS under 16+16 clients, dedup of next versions, metadata requests/s under
+//! wrk with 10,000 packages × 5 versions, Verdaccio side by side, and how metadata, search and
+//! GC costs grow with the registry. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
 //! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend; `NISO_BENCH_ONLY` picks
-//! sections (throughput, memory, dedup, metadata, peer); `NISO_BENCH_SERVER_BIN` skips the build.
+//! sections (throughput, memory, dedup, metadata, growth, peer); `NISO_BENCH_SERVER_BIN` skips
+//! the build.
 
 mod data;
+mod dedup;
+mod garage;
+mod growth;
+mod memory;
 mod metadata;
 mod processes;
+mod seed;
+mod throughput;
 mod verdaccio;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures::StreamExt;
 use niso_test_support::http_client::metric_sum;
-use niso_test_support::{postgres, s3};
+use niso_test_support::postgres;
 
 use data::MIB;
-use processes::{NisoServer, start_nginx, start_niso};
+use garage::Garage;
+use processes::{NisoServer, start_niso};
 
 /// One row of the result table.
 pub struct Figure {
@@ -69,6 +78,18 @@ pub struct Bench {
     pub work: PathBuf,
     pub quick: bool,
     pub client: reqwest::Client,
+    /// The production backend's object store: one Garage per run (None if only the embedded
+    /// backend runs).
+    garage: Option<Garage>,
+}
+
+/// The value of `name` in a server environment.
+pub fn env_value(env: &[(String, String)], name: &str) -> String {
+    env.iter()
+        .find(|(key, _)| key == name)
+        .unwrap_or_else(|| panic!("{name} is not set"))
+        .1
+        .clone()
 }
 
 pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
@@ -76,7 +97,8 @@ pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
 }
 
 impl Bench {
-    /// Environment of a niso-server on `backend`, with fresh state.
+    /// Environment of a niso-server on `backend`, with fresh state: a new data directory, and
+    /// on production a new PostgreSQL database and a new Garage bucket.
     async fn server_env(&self, backend: Backend, label: &str) -> Vec<(String, String)> {
         let data_dir = self.work.join(format!("data-{label}"));
         std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -86,17 +108,16 @@ impl Bench {
                 "NISO_DATABASE_URL".into(),
                 postgres::TestPostgres::get().fresh_database().await,
             ));
-            let server = s3::S3TestServer::get();
-            let bucket = server.unique_bucket_name();
-            server.create_bucket(&bucket);
-            env.extend(
-                server
-                    .env_for(&bucket)
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v)),
-            );
+            let garage = self.garage();
+            env.extend(garage.env_for(&garage.fresh_bucket().await));
         }
         env
+    }
+
+    pub fn garage(&self) -> &Garage {
+        self.garage
+            .as_ref()
+            .expect("Garage runs whenever the production backend does")
     }
 
     pub async fn start(&self, env: &[(String, String)], label: &str) -> NisoServer {
@@ -216,260 +237,6 @@ impl Bench {
     }
 }
 
-fn sha256sum_seconds(file: &Path) -> f64 {
-    let started = Instant::now();
-    let status = std::process::Command::new("sha256sum")
-        .arg(file)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("sha256sum");
-    assert!(status.success());
-    started.elapsed().as_secs_f64()
-}
-
-/// Runs per throughput figure; the median is reported, so one hiccup does not move a figure.
-const THROUGHPUT_RUNS: usize = 3;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u64]) {
-    let section = format!("{backend:?}").to_lowercase();
-    let env = bench
-        .server_env(backend, &format!("throughput-{section}"))
-        .await;
-    let server = bench.start(&env, &format!("throughput-{section}")).await;
-    let key = bench.register(&server, "bench").await;
-    let files = bench.work.join("files");
-    std::fs::create_dir_all(&files).expect("files dir");
-    let (_nginx, nginx_base) = start_nginx(&files, &bench.work).await;
-    for (index, size) in sizes.iter().enumerate() {
-        let label = format!("{} MiB", size / MIB);
-        let package = format!("@bench/blob-{}", size / MIB);
-        let (mut hashing, mut uploads, mut downloads, mut nginx) = (vec![], vec![], vec![], vec![]);
-        let mut length = 0;
-        for run in 0..THROUGHPUT_RUNS {
-            // Fresh random content per run, so every upload stores new chunks.
-            let version = format!("1.0.{run}");
-            let file_name = format!("upload-{}-{run}.niso", size / MIB);
-            let file = files.join(&file_name);
-            let seed = 1_000 * (index as u64 + 1) + run as u64;
-            data::write_incompressible_archive(&file, &package, &version, *size, seed);
-            length = std::fs::metadata(&file).expect("archive").len();
-            hashing.push(mb_per_s(length, sha256sum_seconds(&file)));
-            let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
-            let seconds = bench.upload_file(&server, &key, &path, &file).await;
-            uploads.push(mb_per_s(length, seconds));
-            let (bytes, seconds) = bench
-                .download(&format!("{}{path}", server.base), None)
-                .await;
-            assert_eq!(bytes, length, "downloaded size");
-            downloads.push(mb_per_s(bytes, seconds));
-            let (bytes, seconds) = bench
-                .download(&format!("{nginx_base}/{file_name}"), None)
-                .await;
-            nginx.push(mb_per_s(bytes, seconds));
-            let _ = std::fs::remove_file(&file);
-        }
-        let (floor, upload) = (median(hashing), median(uploads));
-        report.add(
-            &section,
-            format!("upload {label}: MB/s (× sha256sum)"),
-            format!(
-                "{upload:.0} ({:.2}×, sha256sum {floor:.0} MB/s)",
-                upload / floor
-            ),
-        );
-        let (download, nginx) = (median(downloads), median(nginx));
-        report.add(
-            &section,
-            format!("download {label}: MB/s (× nginx)"),
-            format!(
-                "{download:.0} ({:.2}×, nginx {nginx:.0} MB/s)",
-                download / nginx
-            ),
-        );
-        if index + 1 == sizes.len() {
-            let latest = format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base);
-            let mut runs = vec![];
-            for _ in 0..THROUGHPUT_RUNS {
-                let (bytes, seconds) = bench.download(&latest, None).await;
-                runs.push(mb_per_s(bytes, seconds));
-            }
-            report.add(
-                &section,
-                format!("download {label} via latest/{{arch}}: MB/s"),
-                format!("{:.0}", median(runs)),
-            );
-            let url = format!("{}/v1/packages/{package}/1.0.0/x86_64-linux", server.base);
-            let range = format!("bytes={}-{}", length / 4, length * 3 / 4);
-            let mut runs = vec![];
-            for _ in 0..THROUGHPUT_RUNS {
-                let (bytes, seconds) = bench.download(&url, Some(&range)).await;
-                runs.push(mb_per_s(bytes, seconds));
-            }
-            report.add(
-                &section,
-                format!("download {label} middle-half Range: MB/s"),
-                format!("{:.0}", median(runs)),
-            );
-        }
-    }
-}
-
-/// Streams a generated archive (never on disk) as an upload body.
-fn generated_archive(package: &str, version: &str, payload: u64, seed: u64) -> reqwest::Body {
-    let (sender, mut receiver) =
-        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let package = package.to_owned();
-    let version = version.to_owned();
-    std::thread::spawn(move || {
-        let writer = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(sender));
-        let _ = data::write_archive(writer, &package, &version, payload, seed);
-    });
-    reqwest::Body::wrap_stream(futures::stream::poll_fn(move |context| {
-        receiver.poll_recv(context)
-    }))
-}
-
-struct ChannelWriter(tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(bytes::Bytes::copy_from_slice(buffer)))
-            .map_err(std::io::Error::other)?;
-        Ok(buffer.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-async fn memory(bench: &Bench, backend: Backend, report: &mut Report, sizes: &[u64]) {
-    let section = format!("{backend:?}").to_lowercase();
-    for size in sizes {
-        let label = format!("memory-{section}-{}", size / MIB);
-        let env = bench.server_env(backend, &label).await;
-        let server = bench.start(&env, &label).await;
-        let key = bench.register(&server, "bench").await;
-        let download_path = "/v1/packages/@bench/shared/1.0.0/x86_64-linux";
-        let response = bench
-            .client
-            .put(format!("{}{download_path}", server.base))
-            .bearer_auth(&key)
-            .body(generated_archive("@bench/shared", "1.0.0", *size, 1))
-            .send()
-            .await
-            .expect("upload");
-        assert_eq!(response.status().as_u16(), 201);
-        let baseline = server.process.peak_rss();
-        let mut tasks = Vec::new();
-        for client in 0..16u64 {
-            let http = bench.client.clone();
-            let base = server.base.clone();
-            let key = key.clone();
-            let size = *size;
-            tasks.push(tokio::spawn(async move {
-                let package = format!("@bench/up-{client}");
-                let response = http
-                    .put(format!("{base}/v1/packages/{package}/1.0.0/x86_64-linux"))
-                    .bearer_auth(key)
-                    .body(generated_archive(&package, "1.0.0", size, 100 + client))
-                    .send()
-                    .await
-                    .expect("upload");
-                assert_eq!(response.status().as_u16(), 201);
-            }));
-            let http = bench.client.clone();
-            let url = format!("{}{download_path}", server.base);
-            tasks.push(tokio::spawn(async move {
-                let response = http.get(url).send().await.expect("download");
-                let mut stream = response.bytes_stream();
-                while let Some(piece) = stream.next().await {
-                    piece.expect("body");
-                }
-            }));
-        }
-        let started = Instant::now();
-        for task in tasks {
-            task.await.expect("client");
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let peak = server.process.peak_rss();
-        report.add(
-            &section,
-            format!("peak RSS, 16 uploads + 16 downloads of {} MiB", size / MIB),
-            format!(
-                "{:.1} MiB (idle {:.1} MiB; {:.0} MB/s aggregate)",
-                peak as f64 / MIB as f64,
-                baseline as f64 / MIB as f64,
-                mb_per_s(32 * size, seconds)
-            ),
-        );
-    }
-}
-
-async fn dedup(bench: &Bench, backend: Backend, report: &mut Report, files: usize) {
-    let section = format!("{backend:?}").to_lowercase();
-    let label = format!("dedup-{section}");
-    let env = bench.server_env(backend, &label).await;
-    let server = bench.start(&env, &label).await;
-    let key = bench.register(&server, "bench").await;
-    let base = data::Tree::new(files, 5);
-    for (form, compress) in [("tar", false), ("tar.zst", true)] {
-        let package = if compress {
-            "@bench/dedup-zst"
-        } else {
-            "@bench/dedup-tar"
-        };
-        let encode = |tar: Vec<u8>| {
-            if compress {
-                zstd::encode_all(&tar[..], 3).expect("zstd")
-            } else {
-                tar
-            }
-        };
-        let first = encode(base.tar(package, "1.0.0"));
-        let path = format!("/v1/packages/{package}/1.0.0/x86_64-linux");
-        bench.upload_bytes(&server, &key, &path, first).await;
-        let previous: HashSet<String> = bench
-            .chunk_manifest(&server, &path)
-            .await
-            .into_iter()
-            .map(|(hash, _)| hash)
-            .collect();
-        for (index, (name, tree)) in data::variants(&base).into_iter().enumerate() {
-            let version = format!("1.0.{}", index + 1);
-            let archive = encode(tree.tar(package, &version));
-            let size = archive.len() as f64;
-            let before = bench.metric(&server, "niso_chunk_stored_bytes_total").await;
-            let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
-            bench.upload_bytes(&server, &key, &path, archive).await;
-            let stored = bench.metric(&server, "niso_chunk_stored_bytes_total").await - before;
-            let transfer: u64 = bench
-                .chunk_manifest(&server, &path)
-                .await
-                .into_iter()
-                .filter(|(hash, _)| !previous.contains(hash))
-                .map(|(_, size)| size)
-                .sum();
-            report.add(
-                &section,
-                format!("dedup {form} {} MiB, {name}: stored / pulled", files),
-                format!(
-                    "{:.2}% / {:.2}%",
-                    100.0 * stored / size,
-                    100.0 * transfer as f64 / size
-                ),
-            );
-        }
-    }
-}
-
 /// The release server binary: `NISO_BENCH_SERVER_BIN` if set, else `cargo build --release -p
 /// niso-server` into its own target directory (`target/bench-server`). Built in the shared one,
 /// the server and this bench (whose dependencies unify features differently) re-ran each
@@ -550,6 +317,11 @@ async fn main() {
         .prefix("niso-bench-")
         .tempdir()
         .expect("work dir");
+    let garage = if backends.contains(&Backend::Production) {
+        Some(Garage::start(work.path()).await)
+    } else {
+        None
+    };
     let bench = Bench {
         binary,
         work: work.path().to_path_buf(),
@@ -558,6 +330,7 @@ async fn main() {
             .pool_max_idle_per_host(64)
             .build()
             .expect("client"),
+        garage,
     };
     let mut report = Report {
         figures: Vec::new(),
@@ -580,16 +353,19 @@ async fn main() {
     let selected = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     for backend in &backends {
         if selected("throughput") {
-            throughput(&bench, *backend, &mut report, &throughput_sizes).await;
+            throughput::throughput(&bench, *backend, &mut report, &throughput_sizes).await;
         }
         if selected("memory") {
-            memory(&bench, *backend, &mut report, &memory_sizes).await;
+            memory::memory(&bench, *backend, &mut report, &memory_sizes).await;
         }
         if selected("dedup") {
-            dedup(&bench, *backend, &mut report, dedup_files).await;
+            dedup::dedup(&bench, *backend, &mut report, dedup_files).await;
         }
         if selected("metadata") {
             metadata::metadata(&bench, *backend, &mut report).await;
+        }
+        if selected("growth") {
+            growth::growth(&bench, *backend, &mut report).await;
         }
     }
     if selected("peer") {

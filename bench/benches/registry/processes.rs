@@ -70,22 +70,29 @@ pub struct NisoServer {
     pub metrics: String,
 }
 
-/// Starts a release niso-server with `env` (NISO_DATA_DIR / database / S3 settings).
-pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> NisoServer {
-    let port = free_port();
-    let metrics_port = free_port();
+/// A niso-server command with only `env` (NISO_DATA_DIR / database / S3 settings) and PATH.
+fn niso_command(binary: &Path, env: &[(String, String)], log: &Path) -> Command {
     let mut command = Command::new(binary);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("NISO_LISTEN", format!("127.0.0.1:{port}"))
-        .env("NISO_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
         .env("NISO_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"));
     for (name, value) in env {
         command.env(name, value);
     }
+    command
+}
+
+/// Starts a release niso-server with `env` (NISO_DATA_DIR / database / S3 settings).
+pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> NisoServer {
+    let port = free_port();
+    let metrics_port = free_port();
+    let mut command = niso_command(binary, env, log);
+    command
+        .env("NISO_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NISO_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"));
     let process = Process::spawn("niso-server", &mut command);
     let base = format!("http://127.0.0.1:{port}");
     wait_until_up(
@@ -98,6 +105,56 @@ pub async fn start_niso(binary: &Path, env: &[(String, String)], log: &Path) -> 
         process,
         base,
         metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+    }
+}
+
+/// What a one-shot niso-server command (`migrate`, `gc --once`) did.
+pub struct Completed {
+    pub stdout: String,
+    pub seconds: f64,
+    /// The process's peak resident set size (VmHWM), in bytes.
+    pub peak_rss: u64,
+}
+
+/// How often [`run_niso`] samples the child's VmHWM.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Runs `niso-server <args>` with `env` to completion; panics unless it succeeds. Blocking.
+///
+/// The peak RSS is the child's VmHWM sampled until it exits, not `ru_maxrss` from
+/// `wait4`/getrusage: the child is spawned with vfork semantics, and Linux carries the
+/// high-water mark of the memory it shared before exec (this whole bench process, ~260 MiB)
+/// into the child's `ru_maxrss`. VmHWM belongs to the exec'd image alone and only grows, so
+/// sampling misses at most the last interval before exit.
+pub fn run_niso(binary: &Path, env: &[(String, String)], args: &[&str], log: &Path) -> Completed {
+    let mut command = niso_command(binary, env, log);
+    command.args(args).stdout(Stdio::piped());
+    let started = Instant::now();
+    let mut process = Process::spawn("niso-server", &mut command);
+    let mut peak_rss = 0;
+    let status = loop {
+        peak_rss = peak_rss.max(process.peak_rss());
+        if let Some(status) = process.child.try_wait().expect("wait niso-server") {
+            break status;
+        }
+        std::thread::sleep(RSS_SAMPLE_INTERVAL);
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(
+        &mut process.child.stdout.take().expect("stdout"),
+        &mut stdout,
+    )
+    .expect("read stdout");
+    assert!(
+        status.success(),
+        "niso-server {args:?} failed ({status}): {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    Completed {
+        stdout,
+        seconds,
+        peak_rss,
     }
 }
 
