@@ -450,18 +450,26 @@ impl Registry {
     }
 
     /// Leases every declared chunk the registry stores and the session does not hold yet;
-    /// returns those still missing.
+    /// returns those still missing. The lookups and leases go [`CHUNK_IDS_PER_QUERY`] hashes at
+    /// a time (a 256 MiB archive declares about 1,000 chunks), each batch with the same per-row
+    /// conditions as a streamed upload's.
     async fn lease_declared(&self, id: i64, declared: &[DeclaredChunk]) -> Result<Vec<String>> {
         let leased = self.leased_chunks(id).await?;
         let mut seen = HashSet::new();
+        let wanted: Vec<&str> = declared
+            .iter()
+            .map(|chunk| chunk.hash.as_str())
+            .filter(|hash| !leased.contains_key(*hash) && seen.insert(*hash))
+            .collect();
         let mut missing = Vec::new();
-        for chunk in declared {
-            if leased.contains_key(&chunk.hash) || !seen.insert(chunk.hash.as_str()) {
-                continue;
-            }
-            if self.lease_existing_chunk(id, &chunk.hash).await?.is_none() {
-                missing.push(chunk.hash.clone());
-            }
+        for batch in wanted.chunks(CHUNK_IDS_PER_QUERY) {
+            let found = self.lease_existing_chunks(id, batch).await?;
+            missing.extend(
+                batch
+                    .iter()
+                    .filter(|hash| !found.contains_key(**hash))
+                    .map(|hash| (*hash).to_owned()),
+            );
         }
         Ok(missing)
     }

@@ -3,6 +3,7 @@
 //! deletes and GC passes with a zero grace period across two replicas, plus the expired-lease
 //! and orphan paths. Run on both backends.
 
+mod batches;
 mod orphans;
 
 use std::collections::{HashMap, HashSet};
