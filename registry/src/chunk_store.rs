@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, LockType, OnConflict, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
     TransactionTrait,
@@ -44,8 +44,9 @@ const COMPRESSION_ZSTD: &str = "zstd";
 /// The predicate of the partial unique index `chunks_live_hash` (one live row per hash).
 const LIVE_HASH_INDEX_PREDICATE: &str = "state = 'live'";
 
-/// New objects of one batch written to the store at once.
-const PUTS_IN_FLIGHT: usize = 8;
+/// New objects of one batch written to the store at once. With two batches in flight an upload
+/// has at most eight puts open, each a connection to the store with its own buffers.
+const PUTS_IN_FLIGHT: usize = 4;
 
 /// A chunk and its sha256, ready to be stored.
 #[derive(Debug, Clone)]
@@ -335,6 +336,18 @@ impl Registry {
             return Ok(HashMap::new());
         }
         let transaction = self.db.begin().await?;
+        // Rows are locked in id order before they are bumped: two uploads leasing overlapping
+        // sets then wait for each other instead of deadlocking (an UPDATE alone locks rows in
+        // whatever order its plan visits them). SQLite, which locks the whole database, has no
+        // row locks and ignores the clause.
+        let mut in_order = Query::select();
+        in_order
+            .column(chunk::Column::Id)
+            .from(chunk::Entity)
+            .and_where(chunk::Column::Id.is_in(found.iter().map(|(id, _)| *id)))
+            .and_where(chunk::Column::State.eq(STATE_LIVE))
+            .order_by(chunk::Column::Id, Order::Asc)
+            .lock(LockType::Update);
         // The conditional bump is what GC's conditional mark conflicts with, row by row; the
         // rows it did not bump (GC marked them meanwhile) get fresh copies instead.
         let mut bump = Query::update();
@@ -343,7 +356,7 @@ impl Registry {
                 chunk::Column::LeaseVersion,
                 Expr::col(chunk::Column::LeaseVersion).add(1),
             )
-            .and_where(chunk::Column::Id.is_in(found.iter().map(|(id, _)| *id)))
+            .and_where(Expr::col(chunk::Column::Id).in_subquery(in_order))
             .and_where(chunk::Column::State.eq(STATE_LIVE))
             .returning_col(chunk::Column::Id);
         let mut bumped = Vec::with_capacity(found.len());
@@ -476,6 +489,10 @@ impl Registry {
         first_put: std::time::Instant,
     ) -> Result<HashMap<String, i64>> {
         let created_at = now();
+        // Rows in hash order: two uploads inserting overlapping sets of new chunks then wait for
+        // each other's uncommitted rows in one order, and cannot deadlock.
+        let mut objects: Vec<&NewObject> = objects.iter().collect();
+        objects.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
         let mut insert = Query::insert();
         insert.into_table(chunk::Entity).columns([
             chunk::Column::Hash,
@@ -487,7 +504,7 @@ impl Registry {
             chunk::Column::LeaseVersion,
             chunk::Column::CreatedAt,
         ]);
-        for object in objects {
+        for object in &objects {
             insert.values_panic([
                 object.hash.clone().into(),
                 object.key.clone().into(),

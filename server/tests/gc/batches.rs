@@ -30,6 +30,7 @@ use niso_test_support::{Backend, HttpClient, Storage, archives, small_chunk_sett
 niso_test_support::for_each_backend!(
     a_batch_leases_live_chunks_and_stores_fresh_copies_of_those_gc_is_deleting,
     concurrent_batches_of_the_same_new_chunks_store_one_copy,
+    concurrent_batches_in_opposite_orders_do_not_deadlock,
     concurrent_uploads_sharing_new_chunks_store_them_once_and_both_read_back,
     a_batch_whose_put_fails_halfway_leaves_no_object_and_no_lease,
     an_upload_failing_halfway_releases_its_leases_and_gc_leaves_nothing_behind,
@@ -399,6 +400,61 @@ async fn concurrent_batches_of_the_same_new_chunks_store_one_copy(backend: Backe
         let row = rows.iter().find(|row| row.id == chunk.chunk_id).unwrap();
         assert_eq!(registry.read_chunk(row).await.unwrap(), *data);
     }
+}
+
+/// Two uploads storing, then leasing, the same chunks in opposite orders at the same time: on
+/// PostgreSQL each batch's transaction takes row locks on all of them, so unless both take
+/// them in one order they can deadlock (and one upload fails).
+async fn concurrent_batches_in_opposite_orders_do_not_deadlock(backend: Backend) {
+    let fixture = Fixture::new(backend).await;
+    let registry = &fixture.registry;
+    // No more chunks than a batch writes at once (four): each paired put waits for the other
+    // upload's put of the same chunk, which must not be queued behind it.
+    let chunks = random_chunks(4, 60);
+    let reversed: Vec<Bytes> = chunks.iter().rev().cloned().collect();
+    // Both uploads have written every object before either inserts a row.
+    fixture.store.set(Faults {
+        pair_hashes: chunks.iter().map(|data| sha256_hex(data)).collect(),
+        ..Faults::default()
+    });
+    let uploads = [
+        registry
+            .begin_upload("@order/app", "1.0.0", "x86_64")
+            .await
+            .unwrap(),
+        registry
+            .begin_upload("@order/app", "1.0.1", "x86_64")
+            .await
+            .unwrap(),
+    ];
+    let (one, two) = tokio::join!(
+        registry.store_chunks(uploads[0].id, chunks.clone()),
+        registry.store_chunks(uploads[1].id, reversed.clone()),
+    );
+    let stored = by_hash(&one.expect("first upload"));
+    assert_eq!(by_hash(&two.expect("second upload")), stored);
+    fixture.store.set(Faults::default());
+    // Now all of them are stored: two more uploads lease them, in opposite orders.
+    let uploads = [
+        registry
+            .begin_upload("@order/app", "1.0.2", "x86_64")
+            .await
+            .unwrap(),
+        registry
+            .begin_upload("@order/app", "1.0.3", "x86_64")
+            .await
+            .unwrap(),
+    ];
+    for _ in 0..5 {
+        let (one, two) = tokio::join!(
+            registry.store_chunks(uploads[0].id, chunks.clone()),
+            registry.store_chunks(uploads[1].id, reversed.clone()),
+        );
+        assert_eq!(by_hash(&one.expect("first lease")), stored);
+        assert_eq!(by_hash(&two.expect("second lease")), stored);
+    }
+    assert_eq!(fixture.rows().await.len(), chunks.len());
+    fixture.assert_objects_match_rows().await;
 }
 
 /// The chunk hashes the registry will cut `archive` into.
