@@ -11,26 +11,58 @@
 //!   object somebody is still writing;
 //! * the row must be committed within [`OBJECT_ROW_DEADLINE`] of the object's put, or the upload
 //!   fails: that bound is what lets GC sweep objects a crash left without a row.
+//!
+//! Chunks are stored in batches ([`Registry::store_hashed_chunks`]): the database cost is a few
+//! round trips per batch instead of per chunk, while each row keeps exactly the conditions
+//! above (the bump is one `UPDATE … WHERE id IN (…) AND state = 'live' RETURNING id`, and only
+//! the rows it returns are leased; a batch's deadline runs from its first put).
+
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use rand::Rng;
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, LockType, OnConflict, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
 use entity::{chunk, upload, upload_chunk};
 
 use super::permissions::ChunkUploadPermit;
-use super::{Registry, blocking, is_foreign_key_violation, is_unique_violation, now};
+use super::{Registry, blocking, is_foreign_key_violation, now};
 use crate::error::{Error, Result};
 
 pub const STATE_LIVE: &str = "live";
 pub const STATE_DELETING: &str = "deleting";
 const COMPRESSION_NONE: &str = "none";
 const COMPRESSION_ZSTD: &str = "zstd";
+
+/// The predicate of the partial unique index `chunks_live_hash` (one live row per hash).
+const LIVE_HASH_INDEX_PREDICATE: &str = "state = 'live'";
+
+/// New objects of one batch written to the store at once. With two batches in flight an upload
+/// has at most eight puts open, each a connection to the store with its own buffers.
+const PUTS_IN_FLIGHT: usize = 4;
+
+/// A chunk and its sha256, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct HashedChunk {
+    pub hash: String,
+    pub data: Bytes,
+}
+
+/// An object written for a new chunk, waiting for its row.
+struct NewObject {
+    hash: String,
+    key: String,
+    size: i64,
+    stored_size: i64,
+    compression: &'static str,
+}
 
 /// A chunk as recorded for a version: which row, and its content.
 #[derive(Debug, Clone)]
@@ -44,6 +76,13 @@ pub struct StoredChunk {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+fn sha256_bytes(hash: &str) -> Result<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hash, &mut bytes)
+        .map_err(|error| Error::internal(format!("chunk hash {hash:?}: {error}")))?;
+    Ok(bytes)
 }
 
 pub fn is_chunk_hash(text: &str) -> bool {
@@ -165,9 +204,28 @@ impl Registry {
 
     /// Stores one chunk for an upload (or leases the copy already stored) and returns its row.
     pub async fn store_chunk(&self, upload_id: i64, data: Bytes) -> Result<StoredChunk> {
-        let hashed = data.clone();
-        let hash = blocking(move || sha256_hex(&hashed)).await?;
-        self.store_chunk_with_hash(upload_id, hash, data).await
+        let mut stored = self.store_chunks(upload_id, vec![data]).await?;
+        Ok(stored.pop().expect("one chunk in, one chunk out"))
+    }
+
+    /// Stores a batch of an upload's chunks (see [`Registry::store_hashed_chunks`]), hashing
+    /// them first off the async workers.
+    pub async fn store_chunks(
+        &self,
+        upload_id: i64,
+        chunks: Vec<Bytes>,
+    ) -> Result<Vec<StoredChunk>> {
+        let hashed = blocking(move || {
+            chunks
+                .into_iter()
+                .map(|data| HashedChunk {
+                    hash: sha256_hex(&data),
+                    data,
+                })
+                .collect()
+        })
+        .await?;
+        self.store_hashed_chunks(upload_id, hashed).await
     }
 
     pub(crate) async fn store_chunk_with_hash(
@@ -176,156 +234,318 @@ impl Registry {
         hash: String,
         data: Bytes,
     ) -> Result<StoredChunk> {
-        let size = data.len() as u64;
-        // Two rounds at most: a lost race against a concurrent insert of the same chunk sends
-        // us back to leasing the winner's row.
-        for _ in 0..3 {
-            if let Some(chunk_id) = self.lease_existing_chunk(upload_id, &hash).await? {
-                self.metrics.dedup_hits.inc();
-                self.metrics.dedup_bytes_saved.inc_by(size);
-                return Ok(StoredChunk {
-                    chunk_id,
-                    hash,
-                    size,
-                    newly_stored: false,
-                });
-            }
-            if let Some(chunk_id) = self.insert_new_chunk(upload_id, &hash, &data).await? {
-                return Ok(StoredChunk {
-                    chunk_id,
-                    hash,
-                    size,
-                    newly_stored: true,
-                });
-            }
-        }
-        Err(Error::Unavailable(format!(
-            "chunk {hash} kept changing under concurrent uploads"
-        )))
+        let mut stored = self
+            .store_hashed_chunks(upload_id, vec![HashedChunk { hash, data }])
+            .await?;
+        Ok(stored.pop().expect("one chunk in, one chunk out"))
     }
 
-    /// Leases the live copy of `hash`, if any.
-    pub(crate) async fn lease_existing_chunk(
+    /// Stores a batch of an upload's chunks, each leased by the upload, and returns their rows in
+    /// the batch's order. The database work is per batch, not per chunk: one lookup of the hashes,
+    /// one transaction leasing those already stored, and for the others their objects written
+    /// concurrently then one transaction inserting their rows with their leases.
+    ///
+    /// Every row keeps the conditions of the single-chunk protocol (module doc): a reused
+    /// chunk's `lease_version` is bumped only where `state = 'live'`, and only the rows actually
+    /// bumped are leased; a chunk GC is deleting, or that another upload inserted first, goes
+    /// round again (at most three rounds), so it ends leased either way.
+    pub async fn store_hashed_chunks(
         &self,
         upload_id: i64,
-        hash: &str,
-    ) -> Result<Option<i64>> {
-        let Some(existing) = chunk::Entity::find()
-            .filter(chunk::Column::Hash.eq(hash))
+        chunks: Vec<HashedChunk>,
+    ) -> Result<Vec<StoredChunk>> {
+        let mut resolved: HashMap<&str, i64> = HashMap::with_capacity(chunks.len());
+        let mut newly_stored: HashSet<&str> = HashSet::new();
+        let mut seen = HashSet::with_capacity(chunks.len());
+        let mut pending: Vec<&HashedChunk> = chunks
+            .iter()
+            .filter(|chunk| seen.insert(chunk.hash.as_str()))
+            .collect();
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let hashes: Vec<&str> = pending.iter().map(|chunk| chunk.hash.as_str()).collect();
+            for (hash, chunk_id) in self.lease_existing_chunks(upload_id, &hashes).await? {
+                let hash = pending
+                    .iter()
+                    .find(|chunk| chunk.hash == hash)
+                    .map(|chunk| chunk.hash.as_str())
+                    .expect("only asked-for hashes are leased");
+                resolved.insert(hash, chunk_id);
+            }
+            pending.retain(|chunk| !resolved.contains_key(chunk.hash.as_str()));
+            if pending.is_empty() {
+                break;
+            }
+            let inserted = self.insert_new_chunks(upload_id, &pending).await?;
+            for chunk in &pending {
+                if let Some(chunk_id) = inserted.get(chunk.hash.as_str()) {
+                    resolved.insert(chunk.hash.as_str(), *chunk_id);
+                    newly_stored.insert(chunk.hash.as_str());
+                }
+            }
+            pending.retain(|chunk| !resolved.contains_key(chunk.hash.as_str()));
+        }
+        if let Some(chunk) = pending.first() {
+            return Err(Error::Unavailable(format!(
+                "chunk {} kept changing under concurrent uploads",
+                chunk.hash
+            )));
+        }
+        // A chunk twice in one batch is stored once: its later copies count as reuse.
+        let mut stored = Vec::with_capacity(chunks.len());
+        for chunk in &chunks {
+            let size = chunk.data.len() as u64;
+            let newly = newly_stored.remove(chunk.hash.as_str());
+            if !newly {
+                self.metrics.dedup_hits.inc();
+                self.metrics.dedup_bytes_saved.inc_by(size);
+            }
+            stored.push(StoredChunk {
+                chunk_id: resolved[chunk.hash.as_str()],
+                hash: chunk.hash.clone(),
+                size,
+                newly_stored: newly,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Leases the live copies of those of `hashes` that are stored; returns them by hash. One
+    /// lookup, then (if anything was found) one transaction: the conditional bump of every
+    /// found row, and the leases of exactly the rows it bumped.
+    pub(crate) async fn lease_existing_chunks(
+        &self,
+        upload_id: i64,
+        hashes: &[&str],
+    ) -> Result<HashMap<String, i64>> {
+        if hashes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found: Vec<(i64, String)> = chunk::Entity::find()
+            .select_only()
+            .column(chunk::Column::Id)
+            .column(chunk::Column::Hash)
+            .filter(chunk::Column::Hash.is_in(hashes.iter().copied()))
             .filter(chunk::Column::State.eq(STATE_LIVE))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if found.is_empty() {
+            return Ok(HashMap::new());
+        }
         let transaction = self.db.begin().await?;
-        // The conditional bump is what GC's conditional mark conflicts with.
-        let bumped = chunk::Entity::update_many()
-            .col_expr(
+        // Rows are locked in id order before they are bumped: two uploads leasing overlapping
+        // sets then wait for each other instead of deadlocking (an UPDATE alone locks rows in
+        // whatever order its plan visits them). SQLite, which locks the whole database, has no
+        // row locks and ignores the clause.
+        let mut in_order = Query::select();
+        in_order
+            .column(chunk::Column::Id)
+            .from(chunk::Entity)
+            .and_where(chunk::Column::Id.is_in(found.iter().map(|(id, _)| *id)))
+            .and_where(chunk::Column::State.eq(STATE_LIVE))
+            .order_by(chunk::Column::Id, Order::Asc)
+            .lock(LockType::Update);
+        // The conditional bump is what GC's conditional mark conflicts with, row by row; the
+        // rows it did not bump (GC marked them meanwhile) get fresh copies instead.
+        let mut bump = Query::update();
+        bump.table(chunk::Entity)
+            .value(
                 chunk::Column::LeaseVersion,
                 Expr::col(chunk::Column::LeaseVersion).add(1),
             )
-            .filter(chunk::Column::Id.eq(existing.id))
-            .filter(chunk::Column::State.eq(STATE_LIVE))
-            .exec(&transaction)
-            .await?
-            .rows_affected;
-        if bumped == 0 {
-            // GC is deleting it: store a fresh copy instead.
-            transaction.rollback().await?;
-            return Ok(None);
+            .and_where(Expr::col(chunk::Column::Id).in_subquery(in_order))
+            .and_where(chunk::Column::State.eq(STATE_LIVE))
+            .returning_col(chunk::Column::Id);
+        let mut bumped = Vec::with_capacity(found.len());
+        for row in transaction.query_all(&bump).await? {
+            bumped.push(row.try_get::<i64>("", "id")?);
         }
-        insert_lease(&transaction, upload_id, existing.id).await?;
+        if bumped.is_empty() {
+            transaction.rollback().await?;
+            return Ok(HashMap::new());
+        }
+        insert_leases(&transaction, upload_id, &bumped).await?;
         transaction.commit().await?;
-        Ok(Some(existing.id))
+        let bumped: HashSet<i64> = bumped.into_iter().collect();
+        Ok(found
+            .into_iter()
+            .filter(|(id, _)| bumped.contains(id))
+            .map(|(id, hash)| (hash, id))
+            .collect())
     }
 
-    /// Writes a new object and inserts its row with our lease. None when another upload
-    /// inserted the same chunk first (our object is then removed again).
-    async fn insert_new_chunk(
+    /// Writes the objects of new chunks (a few at once), then inserts their rows with our leases
+    /// in one transaction. Returns the chunks whose rows were inserted, by hash; a chunk that
+    /// another upload inserted first is left out and our object of it removed again. On any
+    /// failure every object this call wrote is removed, so none is left without a row.
+    async fn insert_new_chunks(
         &self,
         upload_id: i64,
-        hash: &str,
-        data: &Bytes,
-    ) -> Result<Option<i64>> {
-        let raw = data.clone();
-        let compressed = blocking(move || maybe_compress(&raw)).await?;
-        let (body, compression) = match compressed {
-            Some(compressed) => (Bytes::from(compressed), COMPRESSION_ZSTD),
-            None => (data.clone(), COMPRESSION_NONE),
-        };
+        chunks: &[&HashedChunk],
+    ) -> Result<HashMap<String, i64>> {
+        // Taken before the first put, so the deadline covers every object's whole life without
+        // a row, however the puts interleave.
+        let first_put = std::time::Instant::now();
+        // Owned copies (a String and a reference count each): a stream of futures borrowing
+        // from the slice would not be provably `Send` to the compiler.
+        let owned: Vec<HashedChunk> = chunks.iter().map(|chunk| (*chunk).clone()).collect();
+        let written: Vec<Result<NewObject>> = futures::stream::iter(owned)
+            .map(|chunk| self.write_object(chunk))
+            .buffer_unordered(PUTS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut objects = Vec::with_capacity(written.len());
+        let mut failure = None;
+        for result in written {
+            match result {
+                Ok(object) => objects.push(object),
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            self.remove_objects(objects.iter().map(|object| object.key.as_str()))
+                .await;
+            return Err(error);
+        }
+        match self.insert_chunk_rows(upload_id, &objects, first_put).await {
+            Ok(inserted) => {
+                let mut lost = Vec::new();
+                for object in &objects {
+                    if inserted.contains_key(&object.hash) {
+                        self.metrics.chunks_stored.inc();
+                        self.metrics
+                            .chunk_bytes_stored
+                            .inc_by(object.stored_size as u64);
+                    } else {
+                        lost.push(object.key.as_str());
+                    }
+                }
+                // Another upload's row won: no row points at ours, remove it now.
+                self.remove_objects(lost.into_iter()).await;
+                Ok(inserted)
+            }
+            Err(error) => {
+                // No row points at any of them: remove them now, or only the orphan sweep will.
+                self.remove_objects(objects.iter().map(|object| object.key.as_str()))
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Compresses a new chunk if that pays and writes it under a key unique to this copy, with
+    /// its sha256 for the store to verify (the chunk's hash, or that of its compressed form).
+    async fn write_object(&self, chunk: HashedChunk) -> Result<NewObject> {
+        let raw = chunk.data.clone();
+        let hash = chunk.hash.clone();
+        let (body, compression, sha256) = blocking(move || match maybe_compress(&raw) {
+            Some(compressed) => {
+                let sha256: [u8; 32] = Sha256::digest(&compressed).into();
+                (Bytes::from(compressed), COMPRESSION_ZSTD, Ok(sha256))
+            }
+            None => (raw, COMPRESSION_NONE, sha256_bytes(&hash)),
+        })
+        .await?;
+        let sha256 = sha256?;
         let stored_size = body.len() as i64;
-        let key = object_key(hash);
-        // Measured from before the put, so it covers the object's whole life without a row.
-        let written = std::time::Instant::now();
+        let key = object_key(&chunk.hash);
         let timer = self
             .metrics
             .chunk_store_seconds
             .with_label_values(&["put"])
             .start_timer();
-        self.store.put(&key, body).await?;
+        self.store.put_with_sha256(&key, body, sha256).await?;
         timer.observe_duration();
+        Ok(NewObject {
+            hash: chunk.hash,
+            key,
+            size: chunk.data.len() as i64,
+            stored_size,
+            compression,
+        })
+    }
 
-        match self
-            .insert_chunk_row(
-                upload_id,
-                chunk::ActiveModel {
-                    hash: Set(hash.to_owned()),
-                    object_key: Set(key.clone()),
-                    size: Set(data.len() as i64),
-                    stored_size: Set(stored_size),
-                    compression: Set(compression.to_owned()),
-                    state: Set(STATE_LIVE.to_owned()),
-                    lease_version: Set(1),
-                    created_at: Set(now()),
-                    ..Default::default()
-                },
-                written,
-            )
-            .await
-        {
-            Ok(Some(chunk_id)) => {
-                self.metrics.chunks_stored.inc();
-                self.metrics.chunk_bytes_stored.inc_by(stored_size as u64);
-                Ok(Some(chunk_id))
-            }
-            other => {
-                // No row points at the object: remove it now, or nothing ever will.
-                if let Err(error) = self.store.delete(&key).await {
-                    tracing::warn!(%key, %error, "could not remove an unrecorded chunk object");
-                }
-                other
+    async fn remove_objects(&self, keys: impl Iterator<Item = &str>) {
+        for key in keys {
+            if let Err(error) = self.store.delete(key).await {
+                // The orphan sweep removes it once it is old enough.
+                tracing::warn!(%key, %error, "could not remove an unrecorded chunk object");
             }
         }
     }
 
-    async fn insert_chunk_row(
+    /// Inserts the rows of freshly written objects with our leases, in one transaction; a row
+    /// whose hash has a live row already (a concurrent upload stored the same chunk) is skipped
+    /// by the partial unique index. Rolls back instead of committing past the deadline.
+    async fn insert_chunk_rows(
         &self,
         upload_id: i64,
-        row: chunk::ActiveModel,
-        written: std::time::Instant,
-    ) -> Result<Option<i64>> {
+        objects: &[NewObject],
+        first_put: std::time::Instant,
+    ) -> Result<HashMap<String, i64>> {
+        let created_at = now();
+        // Rows in hash order: two uploads inserting overlapping sets of new chunks then wait for
+        // each other's uncommitted rows in one order, and cannot deadlock.
+        let mut objects: Vec<&NewObject> = objects.iter().collect();
+        objects.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+        let mut insert = Query::insert();
+        insert.into_table(chunk::Entity).columns([
+            chunk::Column::Hash,
+            chunk::Column::ObjectKey,
+            chunk::Column::Size,
+            chunk::Column::StoredSize,
+            chunk::Column::Compression,
+            chunk::Column::State,
+            chunk::Column::LeaseVersion,
+            chunk::Column::CreatedAt,
+        ]);
+        for object in &objects {
+            insert.values_panic([
+                object.hash.clone().into(),
+                object.key.clone().into(),
+                object.size.into(),
+                object.stored_size.into(),
+                object.compression.into(),
+                STATE_LIVE.into(),
+                1i64.into(),
+                created_at.into(),
+            ]);
+        }
+        // The index predicate is spelled literally: PostgreSQL infers a partial index only from
+        // a predicate it can read at planning time, not from a bound parameter.
+        insert
+            .on_conflict(
+                OnConflict::column(chunk::Column::Hash)
+                    .target_and_where(Expr::cust(LIVE_HASH_INDEX_PREDICATE))
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning(Query::returning().columns([chunk::Column::Id, chunk::Column::Hash]));
         let transaction = self.db.begin().await?;
-        let inserted = row.insert(&transaction).await;
-        let chunk = match inserted {
-            Ok(chunk) => chunk,
-            Err(error) if is_unique_violation(&error) => {
-                transaction.rollback().await?;
-                return Ok(None);
-            }
-            Err(error) => return Err(error.into()),
-        };
-        insert_lease(&transaction, upload_id, chunk.id).await?;
-        if written.elapsed() > OBJECT_ROW_DEADLINE {
-            // GC may already count the object as an orphan: never give it a row now.
+        let mut inserted = HashMap::with_capacity(objects.len());
+        for row in transaction.query_all(&insert).await? {
+            inserted.insert(
+                row.try_get::<String>("", "hash")?,
+                row.try_get::<i64>("", "id")?,
+            );
+        }
+        let ids: Vec<i64> = inserted.values().copied().collect();
+        insert_leases(&transaction, upload_id, &ids).await?;
+        if first_put.elapsed() > OBJECT_ROW_DEADLINE {
+            // GC may already count the objects as orphans: never give them rows now.
             transaction.rollback().await?;
             return Err(Error::Unavailable(format!(
-                "storing chunk {} took longer than {OBJECT_ROW_DEADLINE:?}; retry the upload",
-                chunk.hash
+                "storing {} chunks took longer than {OBJECT_ROW_DEADLINE:?}; retry the upload",
+                objects.len()
             )));
         }
         transaction.commit().await?;
-        Ok(Some(chunk.id))
+        Ok(inserted)
     }
 
     /// Reads a chunk's bytes (decompressed) by row.
@@ -410,25 +630,30 @@ pub(crate) async fn release_upload_row(
     transaction.commit().await
 }
 
-async fn insert_lease(
+/// Leases `chunk_ids` for the upload in one statement (a lease held already is kept).
+async fn insert_leases(
     connection: &impl ConnectionTrait,
     upload_id: i64,
-    chunk_id: i64,
+    chunk_ids: &[i64],
 ) -> Result<()> {
-    let inserted = upload_chunk::Entity::insert(upload_chunk::ActiveModel {
+    if chunk_ids.is_empty() {
+        return Ok(());
+    }
+    let rows = chunk_ids.iter().map(|chunk_id| upload_chunk::ActiveModel {
         upload_id: Set(upload_id),
-        chunk_id: Set(chunk_id),
-    })
-    .on_conflict(
-        OnConflict::columns([
-            upload_chunk::Column::UploadId,
-            upload_chunk::Column::ChunkId,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(connection)
-    .await;
+        chunk_id: Set(*chunk_id),
+    });
+    let inserted = upload_chunk::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([
+                upload_chunk::Column::UploadId,
+                upload_chunk::Column::ChunkId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(connection)
+        .await;
     match inserted {
         Ok(_) => Ok(()),
         // The upload row is gone: GC reaped it after its lease expired.

@@ -8,6 +8,7 @@
 //! maps them to statuses.
 
 pub mod accounts;
+mod archive_checksum;
 pub mod auth;
 pub mod chunk_pipeline;
 pub mod chunk_store;

@@ -2,10 +2,11 @@
 //!
 //! The caller takes an upload slot (`upload_limits.rs`) before the body is read, and the body
 //! comes with an idle timeout (`http::serve`): a client that stops sending ends its upload.
-//! The body is read piece by piece: each piece is hashed into the archive checksum, pushed
-//! through the archive validator (inline: it holds no thread, so a stalled upload costs only its
-//! memory) and handed to the content-defined chunker; finished chunks are stored a few at a time
-//! (hashing and compression off the async workers). Nothing holds more than a handful of
+//! The body is read piece by piece: each piece is pushed through the archive validator (inline:
+//! it holds no thread, so a stalled upload costs only its memory), handed to the content-defined
+//! chunker, and hashed into the archive checksum on the blocking pool (`archive_checksum.rs`);
+//! finished chunks are hashed on the blocking pool too and stored in batches
+//! (`chunk_pipeline.rs`), so an upload keeps two cores busy. Nothing holds more than a handful of
 //! chunks, so memory per upload is bounded whatever the archive size. The version becomes visible only in the final commit transaction;
 //! until then every chunk the upload stored or reused is leased (see `chunk_store.rs`).
 
@@ -17,12 +18,12 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     QueryFilter, QuerySelect, Set, TransactionTrait,
 };
-use sha2::{Digest, Sha256};
 
 use entity::{namespace, package, package_version, upload, upload_chunk, version_chunk};
 
+use super::archive_checksum::ArchiveChecksum;
 use super::chunk_pipeline::ChunkPipeline;
-use super::chunk_store::{StoredChunk, release_upload_row};
+use super::chunk_store::{StoredChunk, UploadLease, release_upload_row};
 use super::chunking::StreamChunker;
 use super::permissions::{PackagePermit, Push};
 use super::{Registry, is_unique_violation, now};
@@ -137,52 +138,25 @@ impl Registry {
             upload_id: lease.id,
             armed: true,
         };
-        let mut validator =
-            ArchiveValidator::with_budget(ArchiveLimits::default(), &self.decompression_budget);
-        let mut chunker = StreamChunker::new(self.settings.chunking);
-        let mut checksum = Sha256::new();
-        let mut total: u64 = 0;
-        let mut pipeline = ChunkPipeline::new(self);
-        let mut body = pin!(body);
-
-        loop {
-            // The chunks in flight keep being stored while the next piece of the body is
-            // awaited (see `ChunkPipeline::next_stored`).
-            let next = tokio::select! {
-                next = body.next() => next,
-                Some(result) = pipeline.next_stored(), if !pipeline.is_idle() => {
-                    pipeline.record(result, &mut lease).await?;
-                    continue;
-                }
-            };
-            let Some(piece) = next else { break };
-            // The caller's error says why the body ended: the client went away, or it sent
-            // nothing for the idle timeout (408, see `http::serve`), which ends the upload
-            // and releases its leases (the guard) like any other failure.
-            let piece = piece.map_err(Into::into)?;
-            total += piece.len() as u64;
-            if total > max_bytes {
-                return Err(too_large(max_bytes));
+        let mut pipeline = ChunkPipeline::new(self, lease.id);
+        let received = self
+            .receive_body(body, &mut pipeline, &mut lease, max_bytes)
+            .await;
+        let (manifest, total, checksum) = match received {
+            Ok(received) => received,
+            Err(error) => {
+                // Let the batches in flight finish, so their objects get rows (which the guard's
+                // release leaves to GC) instead of waiting an hour for the orphan sweep.
+                pipeline.abandon().await;
+                return Err(error);
             }
-            self.metrics.upload_bytes.inc_by(piece.len() as u64);
-            checksum.update(&piece);
-            // A problem in the archive stops the upload here; the lease guard releases it.
-            validator.push(&piece)?;
-            for chunk in chunker.push(&piece) {
-                pipeline.submit(chunk, &mut lease).await?;
-            }
-        }
-        let manifest = validator.finish()?.manifest;
-        for chunk in chunker.finish() {
-            pipeline.submit(chunk, &mut lease).await?;
-        }
+        };
         let stored = pipeline.finish(&mut lease).await?;
         check_manifest_matches(&manifest, &target)?;
         if total == 0 {
             return Err(Error::Invalid("the upload is empty".into()));
         }
 
-        let checksum = hex::encode(checksum.finalize());
         let new_chunks = stored.iter().filter(|c| c.newly_stored).count();
         let uploaded = UploadedVersion {
             name: target.package.to_string(),
@@ -199,6 +173,61 @@ impl Registry {
         .await?;
         guard.armed = false;
         Ok(uploaded)
+    }
+
+    /// Reads the body: validates it, hashes it and hands its chunks to `pipeline`. Returns the
+    /// manifest, the size and the checksum once the body has ended and every chunk is submitted.
+    async fn receive_body<S, E>(
+        &self,
+        body: S,
+        pipeline: &mut ChunkPipeline<'_>,
+        lease: &mut UploadLease,
+        max_bytes: u64,
+    ) -> Result<(Manifest, u64, String)>
+    where
+        S: futures::Stream<Item = Result<Bytes, E>>,
+        E: Into<Error>,
+    {
+        let mut validator =
+            ArchiveValidator::with_budget(ArchiveLimits::default(), &self.decompression_budget);
+        let mut chunker = StreamChunker::new(self.settings.chunking);
+        let mut checksum = ArchiveChecksum::new();
+        let mut total: u64 = 0;
+        let mut body = pin!(body);
+
+        loop {
+            // The chunks in flight keep being stored while the next piece of the body is
+            // awaited (see `ChunkPipeline::next_stored`).
+            let next = tokio::select! {
+                next = body.next() => next,
+                Some(result) = pipeline.next_stored(), if !pipeline.is_idle() => {
+                    pipeline.record(result, lease).await?;
+                    continue;
+                }
+            };
+            let Some(piece) = next else { break };
+            // The caller's error says why the body ended: the client went away, or it sent
+            // nothing for the idle timeout (408, see `http::serve`), which ends the upload
+            // and releases its leases (the guard) like any other failure.
+            let piece = piece.map_err(Into::into)?;
+            total += piece.len() as u64;
+            if total > max_bytes {
+                return Err(too_large(max_bytes));
+            }
+            self.metrics.upload_bytes.inc_by(piece.len() as u64);
+            // A problem in the archive stops the upload here; the lease guard releases it.
+            validator.push(&piece)?;
+            for chunk in chunker.push(&piece) {
+                pipeline.submit(chunk, lease).await?;
+            }
+            // Hashed on the blocking pool while the next pieces are validated and chunked.
+            checksum.update(piece).await?;
+        }
+        let manifest = validator.finish()?.manifest;
+        for chunk in chunker.finish() {
+            pipeline.submit(chunk, lease).await?;
+        }
+        Ok((manifest, total, checksum.finish().await?))
     }
 
     /// Makes the version visible, atomically: converts the upload's leases into the version's

@@ -66,6 +66,19 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `body` under `key`, replacing any previous object. The object is durable when
     /// this returns `Ok`; a failed or interrupted put never leaves a partial object under `key`.
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError>;
+    /// [`ObjectStore::put`] of a body whose sha256 the caller has computed already (a chunk's
+    /// hash). A store that can have its server verify the body against it (S3's
+    /// `x-amz-checksum-sha256`) sends it instead of hashing the body once more for its own
+    /// integrity check; the others ignore it.
+    async fn put_with_sha256(
+        &self,
+        key: &str,
+        body: Bytes,
+        sha256: [u8; 32],
+    ) -> Result<(), StorageError> {
+        let _ = sha256;
+        self.put(key, body).await
+    }
     /// The whole object, or [`StorageError::NotFound`].
     async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
     /// Removes the object. Idempotent: deleting a missing object is `Ok`.

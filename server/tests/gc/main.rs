@@ -3,6 +3,7 @@
 //! deletes and GC passes with a zero grace period across two replicas, plus the expired-lease
 //! and orphan paths, and the candidate queue that tells GC where to look. Run on both backends.
 
+mod batches;
 mod candidates;
 mod orphans;
 
