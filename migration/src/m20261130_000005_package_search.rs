@@ -35,10 +35,12 @@ const SQLITE_UP: &[&str] = &[
     "CREATE TRIGGER package_search_delete AFTER DELETE ON packages BEGIN \
      INSERT INTO package_search (package_search, rowid, name) VALUES ('delete', old.id, old.name); \
      END",
-    // `lock_package` writes `id = id` to take the row lock: the WHEN keeps that (every commit
-    // and delete of a version) from rewriting the index for nothing.
-    "CREATE TRIGGER package_search_update AFTER UPDATE OF id, name ON packages \
-     WHEN old.id IS NOT new.id OR old.name IS NOT new.name BEGIN \
+    // Only a change of name concerns the index (ids are never rewritten). Not `UPDATE OF id`:
+    // `lock_package` writes `id = id` to take the row lock, and a trigger on that statement
+    // made it touch the FTS5 table, which under concurrent writers failed with SQLITE_BUSY
+    // at once instead of waiting (`gc` binary, random interleavings).
+    "CREATE TRIGGER package_search_update AFTER UPDATE OF name ON packages \
+     WHEN old.name IS NOT new.name BEGIN \
      INSERT INTO package_search (package_search, rowid, name) VALUES ('delete', old.id, old.name); \
      INSERT INTO package_search (rowid, name) VALUES (new.id, new.name); END",
 ];
