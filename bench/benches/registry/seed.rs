@@ -270,7 +270,9 @@ pub async fn chunk_store(db: &DatabaseConnection, rows: usize) -> Vec<String> {
         vec![day_ago.into(), 0i64.into(), (rows as i64 - 1).into()],
     )
     .await;
-    // Rank chunks and versions, then give version n the chunks ranked 100n … 100n + 98.
+    // Rank chunks and versions, then give version n the chunks ranked 100n … 100n + 99, and
+    // delete every hundredth reference again: garbage arises the way a deleted version makes
+    // it, so the deletion triggers put it in GC's candidate queue.
     execute(
         db,
         format!(
@@ -281,8 +283,18 @@ pub async fn chunk_store(db: &DatabaseConnection, rows: usize) -> Vec<String> {
              JOIN (SELECT pv.id, row_number() OVER (ORDER BY pv.id) - 1 AS n \
                    FROM package_versions pv JOIN packages p ON p.id = pv.package_id \
                    WHERE p.name LIKE {p1}) AS v \
-             ON v.n = c.r / {CHUNKS_PER_VERSION} \
-             WHERE c.r % {CHUNKS_PER_VERSION} <> {CHUNKS_PER_VERSION} - 1",
+             ON v.n = c.r / {CHUNKS_PER_VERSION}",
+            p1 = parameter(backend, 1),
+        ),
+        vec!["@bench/gc-%".into()],
+    )
+    .await;
+    execute(
+        db,
+        format!(
+            "DELETE FROM version_chunks WHERE position = {CHUNKS_PER_VERSION} - 1 \
+             AND version_id IN (SELECT pv.id FROM package_versions pv \
+             JOIN packages p ON p.id = pv.package_id WHERE p.name LIKE {p1})",
             p1 = parameter(backend, 1),
         ),
         vec!["@bench/gc-%".into()],
