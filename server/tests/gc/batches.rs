@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -23,9 +23,11 @@ use niso_registry::Registry;
 use niso_registry::chunk_store::{STATE_DELETING, StoredChunk};
 use niso_registry::chunking::StreamChunker;
 use niso_registry::metrics::Metrics;
-use niso_registry::storage::{ListingPages, ObjectStore, RemovedDebris, StorageError};
+use niso_registry::storage::{ObjectStore, StorageError};
 use niso_test_support::archives::sha256_hex;
 use niso_test_support::{Backend, HttpClient, Storage, archives, small_chunk_settings};
+
+use crate::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     a_batch_leases_live_chunks_and_stores_fresh_copies_of_those_gc_is_deleting,
@@ -48,7 +50,6 @@ struct Faults {
 
 /// Fault injection around the real store.
 struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
     faults: Mutex<Faults>,
     puts: AtomicUsize,
     /// A put of a paired hash waiting for its partner.
@@ -56,9 +57,8 @@ struct FaultyStore {
 }
 
 impl FaultyStore {
-    fn new(inner: Arc<dyn ObjectStore>) -> FaultyStore {
+    fn new() -> FaultyStore {
         FaultyStore {
-            inner,
             faults: Mutex::new(Faults::default()),
             puts: AtomicUsize::new(0),
             waiting: Mutex::new(HashMap::new()),
@@ -78,77 +78,58 @@ fn hash_of(key: &str) -> &str {
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError> {
+impl Injection for FaultyStore {
+    async fn before_put(&self, key: &str) -> Result<(), StorageError> {
         let number = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
-        let (fail, paired) = {
-            let faults = self.faults.lock().unwrap();
-            (
-                faults.fail_put == Some(number),
-                faults.pair_hashes.contains(hash_of(key)),
-            )
-        };
-        if fail {
+        if self.faults.lock().unwrap().fail_put == Some(number) {
             return Err(StorageError::Unavailable(format!(
                 "injected failure of put number {number} ({key})"
             )));
         }
-        self.inner.put(key, body).await?;
-        if paired {
-            let partner = {
-                let mut waiting = self.waiting.lock().unwrap();
-                match waiting.remove(hash_of(key)) {
-                    Some(first) => {
-                        let _ = first.send(());
-                        None
-                    }
-                    None => {
-                        let (sender, receiver) = oneshot::channel();
-                        waiting.insert(hash_of(key).to_owned(), sender);
-                        Some(receiver)
-                    }
-                }
-            };
-            if let Some(partner) = partner {
-                partner.await.expect("the partner put arrives");
-            }
-        }
         Ok(())
     }
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a> {
-        self.inner.list(prefix, page_size)
-    }
-    async fn remove_interrupted_writes(
-        &self,
-        older_than: SystemTime,
-    ) -> Result<RemovedDebris, StorageError> {
-        self.inner.remove_interrupted_writes(older_than).await
-    }
-    async fn check(&self) -> Result<(), StorageError> {
-        self.inner.check().await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
+
+    async fn after_put(&self, key: &str) {
+        if !self
+            .faults
+            .lock()
+            .unwrap()
+            .pair_hashes
+            .contains(hash_of(key))
+        {
+            return;
+        }
+        let partner = {
+            let mut waiting = self.waiting.lock().unwrap();
+            match waiting.remove(hash_of(key)) {
+                Some(first) => {
+                    let _ = first.send(());
+                    None
+                }
+                None => {
+                    let (sender, receiver) = oneshot::channel();
+                    waiting.insert(hash_of(key).to_owned(), sender);
+                    Some(receiver)
+                }
+            }
+        };
+        if let Some(partner) = partner {
+            partner.await.expect("the partner put arrives");
+        }
     }
 }
 
 /// A registry (optionally served over HTTP) on fresh storage behind a [`FaultyStore`].
 struct Fixture {
     registry: Arc<Registry>,
-    store: Arc<FaultyStore>,
+    store: Arc<InjectedStore<FaultyStore>>,
     _storage: Storage,
 }
 
 impl Fixture {
     async fn new(backend: Backend) -> Fixture {
         let storage = Storage::new(backend).await;
-        let store = Arc::new(FaultyStore::new(storage.store.clone()));
+        let store = InjectedStore::new(storage.store.clone(), FaultyStore::new());
         let db = niso_registry::db::connect(&storage.database_url, 8)
             .await
             .unwrap();

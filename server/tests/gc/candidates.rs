@@ -3,7 +3,7 @@
 //! chunk, and a chunk queued again while a pass works must not be lost. Run on both backends.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use entity::{chunk, gc_candidate, upload};
@@ -12,10 +12,11 @@ use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use niso_registry::storage::{ListingPages, ObjectStore, StorageError};
 use niso_registry::{Registry, RegistrySettings};
 use niso_test_support::archives::{self, sha256_hex};
 use niso_test_support::{Backend, Storage, TestApp, small_chunk_settings, test_settings};
+
+use crate::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     a_chunk_put_but_never_used_is_collected,
@@ -256,41 +257,18 @@ async fn a_queued_chunk_that_a_version_references_survives(backend: Backend) {
 /// object, between reading its page of candidates and deleting their rows) waits until the test
 /// opens it.
 struct PauseOnDelete {
-    inner: Arc<dyn ObjectStore>,
     armed: std::sync::atomic::AtomicBool,
     paused: Notify,
     resume: Notify,
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for PauseOnDelete {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError> {
-        self.inner.put(key, body).await
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+impl Injection for PauseOnDelete {
+    async fn before_delete(&self, _key: &str) {
         if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.paused.notify_one();
             self.resume.notified().await;
         }
-        self.inner.delete(key).await
-    }
-    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a> {
-        self.inner.list(prefix, page_size)
-    }
-    async fn remove_interrupted_writes(
-        &self,
-        older_than: SystemTime,
-    ) -> Result<niso_registry::storage::RemovedDebris, StorageError> {
-        self.inner.remove_interrupted_writes(older_than).await
-    }
-    async fn check(&self) -> Result<(), StorageError> {
-        self.inner.check().await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
     }
 }
 
@@ -300,12 +278,14 @@ impl ObjectStore for PauseOnDelete {
 /// must survive, so that B is collected (by this pass's next page or by the next pass).
 async fn a_chunk_queued_again_during_a_pass_is_not_lost(backend: Backend) {
     let storage = Storage::new(backend).await;
-    let store = Arc::new(PauseOnDelete {
-        inner: storage.store.clone(),
-        armed: false.into(),
-        paused: Notify::new(),
-        resume: Notify::new(),
-    });
+    let store = InjectedStore::new(
+        storage.store.clone(),
+        PauseOnDelete {
+            armed: false.into(),
+            paused: Notify::new(),
+            resume: Notify::new(),
+        },
+    );
     let db = niso_registry::db::connect(&storage.database_url, 8)
         .await
         .unwrap();

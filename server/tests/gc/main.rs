@@ -5,6 +5,7 @@
 
 mod batches;
 mod candidates;
+mod injected_store;
 mod orphans;
 
 use std::collections::{HashMap, HashSet};

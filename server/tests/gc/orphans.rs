@@ -18,8 +18,10 @@ use niso_registry::gc::{GcOptions, ORPHAN_MIN_AGE};
 use niso_registry::metrics::Metrics;
 use niso_registry::storage::local::LocalStore;
 use niso_registry::storage::s3::S3Store;
-use niso_registry::storage::{ListingPages, ObjectStore, StorageError};
+use niso_registry::storage::{ObjectStore, StorageError};
 use niso_test_support::{Backend, postgres, s3::S3TestServer, test_settings};
+
+use crate::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_period,
@@ -33,46 +35,22 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// object for real and then the "process" dies (the task panics), so nothing the upload would
 /// have done next — inserting the row, or cleaning up after a failed insert — ever runs.
 struct CrashAfterPut {
-    inner: Arc<dyn ObjectStore>,
     armed: AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl ObjectStore for CrashAfterPut {
-    async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError> {
-        self.inner.put(key, body).await?;
+impl Injection for CrashAfterPut {
+    async fn after_put(&self, key: &str) {
         if self.armed.swap(false, Ordering::SeqCst) {
             panic!("simulated crash right after writing {key}");
         }
-        Ok(())
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.inner.get(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.inner.delete(key).await
-    }
-    fn list<'a>(&'a self, prefix: &'a str, page_size: usize) -> ListingPages<'a> {
-        self.inner.list(prefix, page_size)
-    }
-    async fn remove_interrupted_writes(
-        &self,
-        older_than: SystemTime,
-    ) -> Result<niso_registry::storage::RemovedDebris, StorageError> {
-        self.inner.remove_interrupted_writes(older_than).await
-    }
-    async fn check(&self) -> Result<(), StorageError> {
-        self.inner.check().await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
     }
 }
 
 /// A registry on fresh storage whose objects the test can find on disk.
 struct Fixture {
     registry: Arc<Registry>,
-    store: Arc<CrashAfterPut>,
+    store: Arc<InjectedStore<CrashAfterPut>>,
     /// The directory holding the objects as files named by their keys.
     objects_dir: PathBuf,
     _dir: tempfile::TempDir,
@@ -108,10 +86,12 @@ impl Fixture {
                     )
                 }
             };
-        let store = Arc::new(CrashAfterPut {
+        let store = InjectedStore::new(
             inner,
-            armed: AtomicBool::new(false),
-        });
+            CrashAfterPut {
+                armed: AtomicBool::new(false),
+            },
+        );
         let db = niso_registry::db::connect(&database_url, 8).await.unwrap();
         niso_registry::db::migrate(&db).await.unwrap();
         let registry = Arc::new(Registry::new(
