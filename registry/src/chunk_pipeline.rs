@@ -13,11 +13,10 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use super::Registry;
@@ -33,51 +32,6 @@ const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Chunk bytes in flight across all uploads of this server.
 pub const DEFAULT_BUDGET_BYTES: usize = 8 * 1024 * 1024;
-
-/// The budget is counted in KiB so that any byte count fits a semaphore's u32 permits.
-const UNIT: usize = 1024;
-
-/// Server-wide budget of chunk bytes waiting to be stored.
-#[derive(Clone)]
-pub struct ChunkBudget {
-    permits: Arc<Semaphore>,
-    total_units: u32,
-}
-
-impl ChunkBudget {
-    pub fn new(bytes: usize) -> ChunkBudget {
-        let total_units = bytes.div_ceil(UNIT).clamp(1, u32::MAX as usize) as u32;
-        ChunkBudget {
-            permits: Arc::new(Semaphore::new(total_units as usize)),
-            total_units,
-        }
-    }
-
-    fn units(&self, bytes: usize) -> u32 {
-        // A chunk larger than the whole budget still gets through, alone.
-        (bytes.div_ceil(UNIT).max(1) as u64).min(self.total_units as u64) as u32
-    }
-
-    fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
-        self.permits
-            .clone()
-            .try_acquire_many_owned(self.units(bytes))
-            .ok()
-    }
-
-    async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
-        self.permits
-            .clone()
-            .acquire_many_owned(self.units(bytes))
-            .await
-            .expect("the chunk budget's semaphore is never closed")
-    }
-
-    /// Bytes currently reserved (tests check that finished uploads release everything).
-    pub fn reserved_bytes(&self) -> usize {
-        (self.total_units as usize - self.permits.available_permits()) * UNIT
-    }
-}
 
 type BatchFuture<'r> = Pin<Box<dyn Future<Output = Result<Vec<StoredChunk>>> + Send + 'r>>;
 
@@ -228,27 +182,5 @@ impl<'r> ChunkPipeline<'r> {
     pub(crate) async fn abandon(mut self) {
         self.forming.clear();
         while self.in_flight.next().await.is_some() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_budget_counts_kibibytes_and_caps_one_reservation_at_its_size() {
-        let budget = ChunkBudget::new(4 * 1024);
-        let first = budget.try_reserve(1).expect("fits");
-        assert_eq!(budget.reserved_bytes(), 1024);
-        let second = budget.try_reserve(3 * 1024).expect("fits");
-        assert!(budget.try_reserve(1).is_none(), "the budget is spent");
-        drop(first);
-        drop(second);
-        // Larger than the whole budget: admitted alone rather than never.
-        let huge = budget.try_reserve(1024 * 1024).expect("admitted alone");
-        assert_eq!(budget.reserved_bytes(), 4 * 1024);
-        assert!(budget.try_reserve(1).is_none());
-        drop(huge);
-        assert_eq!(budget.reserved_bytes(), 0);
     }
 }

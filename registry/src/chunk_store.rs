@@ -78,13 +78,6 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn sha256_bytes(hash: &str) -> Result<[u8; 32]> {
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(hash, &mut bytes)
-        .map_err(|error| Error::internal(format!("chunk hash {hash:?}: {error}")))?;
-    Ok(bytes)
-}
-
 pub fn is_chunk_hash(text: &str) -> bool {
     text.len() == 64
         && text
@@ -438,20 +431,14 @@ impl Registry {
         }
     }
 
-    /// Compresses a new chunk if that pays and writes it under a key unique to this copy, with
-    /// its sha256 for the store to verify (the chunk's hash, or that of its compressed form).
+    /// Compresses a new chunk if that pays and writes it under a key unique to this copy.
     async fn write_object(&self, chunk: HashedChunk) -> Result<NewObject> {
         let raw = chunk.data.clone();
-        let hash = chunk.hash.clone();
-        let (body, compression, sha256) = blocking(move || match maybe_compress(&raw) {
-            Some(compressed) => {
-                let sha256: [u8; 32] = Sha256::digest(&compressed).into();
-                (Bytes::from(compressed), COMPRESSION_ZSTD, Ok(sha256))
-            }
-            None => (raw, COMPRESSION_NONE, sha256_bytes(&hash)),
+        let (body, compression) = blocking(move || match maybe_compress(&raw) {
+            Some(compressed) => (Bytes::from(compressed), COMPRESSION_ZSTD),
+            None => (raw, COMPRESSION_NONE),
         })
         .await?;
-        let sha256 = sha256?;
         let stored_size = body.len() as i64;
         let key = object_key(&chunk.hash);
         let timer = self
@@ -459,7 +446,7 @@ impl Registry {
             .chunk_store_seconds
             .with_label_values(&["put"])
             .start_timer();
-        self.store.put_with_sha256(&key, body, sha256).await?;
+        self.store.put(&key, body).await?;
         timer.observe_duration();
         Ok(NewObject {
             hash: chunk.hash,

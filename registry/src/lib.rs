@@ -21,6 +21,7 @@ pub mod gc;
 pub mod identity;
 pub mod keys;
 pub mod managed;
+pub mod memory_budget;
 pub mod metrics;
 pub mod namespaces;
 pub mod packages;
@@ -49,9 +50,9 @@ use crate::storage::s3::S3Store;
 
 pub use niso_core::{archive, chunking, names};
 
-pub use chunk_pipeline::ChunkBudget;
 pub use download_counter::DownloadCounter;
 pub use error::{Error, Result};
+pub use memory_budget::MemoryBudget;
 pub use settings::RegistrySettings;
 
 /// The registry: the database, the object store and the settings, shared by every request.
@@ -61,7 +62,10 @@ pub struct Registry {
     pub(crate) settings: RegistrySettings,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) download_counter: DownloadCounter,
-    pub(crate) chunk_budget: ChunkBudget,
+    /// Chunk bytes uploads hold until stored (`chunk_pipeline.rs`).
+    pub(crate) chunk_budget: MemoryBudget,
+    /// Chunk bytes downloads hold ahead of the one they send (`download.rs`).
+    pub(crate) read_ahead_budget: MemoryBudget,
     pub(crate) decompression_budget: crate::archive::DecompressionBudget,
     pub(crate) password_hashing: PasswordHashing,
     pub(crate) upload_limits: upload_limits::UploadLimits,
@@ -78,7 +82,8 @@ impl Registry {
     ) -> Registry {
         let mut db = db;
         crate::metrics::observe_database(&mut db, &metrics);
-        let chunk_budget = ChunkBudget::new(settings.chunk_budget_bytes);
+        let chunk_budget = MemoryBudget::new(settings.chunk_budget_bytes);
+        let read_ahead_budget = MemoryBudget::new(settings.read_ahead_budget_bytes);
         let decompression_budget =
             crate::archive::DecompressionBudget::new(settings.decompression_budget_bytes);
         let password_hashing = PasswordHashing::new(
@@ -98,6 +103,7 @@ impl Registry {
             metrics,
             download_counter: DownloadCounter::default(),
             chunk_budget,
+            read_ahead_budget,
             decompression_budget,
             password_hashing,
             upload_limits,
@@ -144,8 +150,12 @@ impl Registry {
         &self.metrics
     }
 
-    pub fn chunk_budget(&self) -> &ChunkBudget {
+    pub fn chunk_budget(&self) -> &MemoryBudget {
         &self.chunk_budget
+    }
+
+    pub fn read_ahead_budget(&self) -> &MemoryBudget {
+        &self.read_ahead_budget
     }
 
     pub fn password_hashing(&self) -> &PasswordHashing {

@@ -37,6 +37,8 @@ pub struct RegistrySettings {
     pub login_window: Duration,
     /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
     pub chunk_budget_bytes: usize,
+    /// Chunk bytes read ahead across all downloads (see `download.rs`).
+    pub read_ahead_budget_bytes: usize,
     /// zstd decoder memory of all uploads together (see `archive::DecompressionBudget`).
     pub decompression_budget_bytes: u64,
     /// Largest JSON request body (`NISO_JSON_BODY_LIMIT_BYTES`, 413 beyond it).
@@ -84,6 +86,7 @@ impl Default for RegistrySettings {
             login_max_failures: 10,
             login_window: Duration::from_secs(300),
             chunk_budget_bytes: crate::chunk_pipeline::DEFAULT_BUDGET_BYTES,
+            read_ahead_budget_bytes: crate::download::DEFAULT_READ_AHEAD_BUDGET_BYTES,
             decompression_budget_bytes: crate::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
             json_body_limit_bytes: 64 * 1024,
             json_body_timeout: Duration::from_secs(15),

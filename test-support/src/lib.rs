@@ -10,10 +10,13 @@
 //! - [`postgres`], [`s3`]: a throwaway PostgreSQL cluster and an in-process S3 protocol server;
 //! - [`archives`]: builders of `.niso` archives and deterministic test data (the
 //!   `niso-test-archives` crate, which niso-core's unit tests use as well);
-//! - [`scratch`]: free ports and per-process scratch directories.
+//! - [`scratch`]: free ports and per-process scratch directories;
+//! - [`injected_store`]: the real object store with hooks around its calls, for fault
+//!   injection and for counting what the registry asks of it.
 
 pub mod app;
 pub mod http_client;
+pub mod injected_store;
 pub mod oidc;
 pub mod postgres;
 pub mod process;

@@ -145,6 +145,10 @@ impl Garage {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The client the direct baselines and object seeding use: the same SDK set-up as niso's
     /// S3 store (defaults of the latest behaviour version, static keys, path-style).
     pub fn client(&self) -> &aws_sdk_s3::Client {

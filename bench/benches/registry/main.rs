@@ -6,8 +6,8 @@
 //! wrk with 10,000 packages × 5 versions, Verdaccio side by side, and how metadata, search and
 //! GC costs grow with the registry. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
 //! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend; `NISO_BENCH_ONLY` picks
-//! sections (throughput, memory, dedup, metadata, growth, peer); `NISO_BENCH_SERVER_BIN` skips
-//! the build.
+//! sections (throughput, memory, dedup, metadata, growth, peer); `NISO_BENCH_SIZES` (MiB) sets
+//! the throughput and memory sizes; `NISO_BENCH_SERVER_BIN` skips the build.
 
 mod data;
 mod dedup;
@@ -337,15 +337,28 @@ async fn main() {
     };
     let started = Instant::now();
     eprintln!("machine: {}", machine());
-    let throughput_sizes: Vec<u64> = if quick {
-        vec![16 * MIB, 64 * MIB]
-    } else {
-        vec![16 * MIB, 256 * MIB, 1024 * MIB]
+    // `NISO_BENCH_SIZES=256` (MiB, comma-separated) replaces the throughput and memory sizes:
+    // an A/B of one change needs one size, not the whole table.
+    let chosen_sizes: Option<Vec<u64>> = std::env::var("NISO_BENCH_SIZES").ok().map(|sizes| {
+        sizes
+            .split(',')
+            .map(|size| {
+                size.trim()
+                    .parse::<u64>()
+                    .expect("NISO_BENCH_SIZES: sizes in MiB, comma-separated")
+                    * MIB
+            })
+            .collect()
+    });
+    let throughput_sizes: Vec<u64> = match (&chosen_sizes, quick) {
+        (Some(sizes), _) => sizes.clone(),
+        (None, true) => vec![16 * MIB, 64 * MIB],
+        (None, false) => vec![16 * MIB, 256 * MIB, 1024 * MIB],
     };
-    let memory_sizes: Vec<u64> = if quick {
-        vec![16 * MIB, 32 * MIB]
-    } else {
-        vec![64 * MIB, 256 * MIB]
+    let memory_sizes: Vec<u64> = match (&chosen_sizes, quick) {
+        (Some(sizes), _) => sizes.clone(),
+        (None, true) => vec![16 * MIB, 32 * MIB],
+        (None, false) => vec![64 * MIB, 256 * MIB],
     };
     let dedup_files = if quick { 32 } else { 256 };
     // `NISO_BENCH_ONLY=memory,dedup` runs a subset while profiling one figure.

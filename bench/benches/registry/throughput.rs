@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
 use crate::data::{self, MIB};
-use crate::processes::start_nginx;
+use crate::processes::{cpu_seconds, start_nginx};
 use crate::{Backend, Bench, Report, env_value, mb_per_s};
 
 /// Requests the direct baselines keep in flight (pipelined, like niso's chunk PUTs).
@@ -27,6 +27,46 @@ fn sha256sum_seconds(file: &Path) -> f64 {
         .expect("sha256sum");
     assert!(status.success());
     started.elapsed().as_secs_f64()
+}
+
+/// CPU seconds used so far by niso, Garage (production only) and this bench process, the
+/// client: differences between two samples say where a step's time went on these shared cores.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuUse {
+    niso: f64,
+    garage: f64,
+    client: f64,
+}
+
+impl CpuUse {
+    fn sample(niso: Option<u32>, garage: Option<u32>) -> CpuUse {
+        CpuUse {
+            niso: niso.map(cpu_seconds).unwrap_or(0.0),
+            garage: garage.map(cpu_seconds).unwrap_or(0.0),
+            client: cpu_seconds(std::process::id()),
+        }
+    }
+
+    /// Adds what was used since `before` to `self`.
+    fn add_since(&mut self, before: CpuUse, now: CpuUse) {
+        self.niso += now.niso - before.niso;
+        self.garage += now.garage - before.garage;
+        self.client += now.client - before.client;
+    }
+
+    /// "niso / Garage / client" CPU seconds per GiB moved.
+    fn per_gib(&self, bytes: u64, with_niso: bool, with_garage: bool) -> String {
+        let gib = bytes as f64 / (1024.0 * MIB as f64);
+        let mut parts = vec![];
+        if with_niso {
+            parts.push(format!("niso {:.2}", self.niso / gib));
+        }
+        if with_garage {
+            parts.push(format!("Garage {:.2}", self.garage / gib));
+        }
+        parts.push(format!("client {:.2}", self.client / gib));
+        parts.join(", ")
+    }
 }
 
 /// Runs per throughput figure; the median is reported, so one hiccup does not move a figure.
@@ -46,7 +86,10 @@ async fn direct_put_get(
     file: &Path,
     chunks: &[(String, u64)],
     run: usize,
+    cpu: (u32, &mut CpuUse, &mut CpuUse),
 ) -> (f64, f64) {
+    let (garage, put_cpu, get_cpu) = cpu;
+    let sample = || CpuUse::sample(None, Some(garage));
     let file = Arc::new(std::fs::File::open(file).expect("archive"));
     let mut offset = 0;
     let mut pieces = Vec::with_capacity(chunks.len());
@@ -55,6 +98,7 @@ async fn direct_put_get(
         offset += size;
     }
     let length = offset;
+    let cpu_before = sample();
     let started = Instant::now();
     futures::stream::iter(pieces.iter().cloned())
         .map(|(key, offset, size)| {
@@ -84,6 +128,8 @@ async fn direct_put_get(
         .collect::<Vec<()>>()
         .await;
     let put_seconds = started.elapsed().as_secs_f64();
+    put_cpu.add_since(cpu_before, sample());
+    let cpu_before = sample();
     let started = Instant::now();
     let fetched: u64 = futures::stream::iter(pieces.iter())
         .map(|(key, _, _)| async move {
@@ -105,6 +151,7 @@ async fn direct_put_get(
         .fold(0, |total, bytes| async move { total + bytes })
         .await;
     let get_seconds = started.elapsed().as_secs_f64();
+    get_cpu.add_since(cpu_before, sample());
     assert_eq!(fetched, length, "direct GET returned every byte");
     futures::stream::iter(pieces.iter())
         .map(|(key, _, _)| async move {
@@ -138,6 +185,10 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
         let (mut hashing, mut uploads, mut downloads, mut nginx) = (vec![], vec![], vec![], vec![]);
         let (mut direct_puts, mut direct_gets) = (vec![], vec![]);
         let mut length = 0;
+        let garage_pid = (backend == Backend::Production).then(|| bench.garage().pid());
+        let niso_pid = Some(server.process.pid());
+        let (mut upload_cpu, mut download_cpu) = (CpuUse::default(), CpuUse::default());
+        let (mut put_cpu, mut get_cpu) = (CpuUse::default(), CpuUse::default());
         for run in 0..THROUGHPUT_RUNS {
             // Fresh random content per run, so every upload stores new chunks.
             let version = format!("1.0.{run}");
@@ -148,11 +199,15 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
             length = std::fs::metadata(&file).expect("archive").len();
             hashing.push(mb_per_s(length, sha256sum_seconds(&file)));
             let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
+            let cpu_before = CpuUse::sample(niso_pid, garage_pid);
             let seconds = bench.upload_file(&server, &key, &path, &file).await;
+            upload_cpu.add_since(cpu_before, CpuUse::sample(niso_pid, garage_pid));
             uploads.push(mb_per_s(length, seconds));
+            let cpu_before = CpuUse::sample(niso_pid, garage_pid);
             let (bytes, seconds) = bench
                 .download(&format!("{}{path}", server.base), None)
                 .await;
+            download_cpu.add_since(cpu_before, CpuUse::sample(niso_pid, garage_pid));
             assert_eq!(bytes, length, "downloaded size");
             downloads.push(mb_per_s(bytes, seconds));
             let (bytes, seconds) = bench
@@ -162,8 +217,15 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
             if backend == Backend::Production {
                 let chunks = bench.chunk_manifest(&server, &path).await;
                 let bucket = env_value(&env, "NISO_S3_BUCKET");
-                let (put, get) =
-                    direct_put_get(bench.garage().client(), &bucket, &file, &chunks, run).await;
+                let (put, get) = direct_put_get(
+                    bench.garage().client(),
+                    &bucket,
+                    &file,
+                    &chunks,
+                    run,
+                    (bench.garage().pid(), &mut put_cpu, &mut get_cpu),
+                )
+                .await;
                 direct_puts.push(put);
                 direct_gets.push(get);
             }
@@ -189,6 +251,21 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
                 ),
             );
         }
+        let moved = length * THROUGHPUT_RUNS as u64;
+        let production = backend == Backend::Production;
+        let direct_put = if production {
+            format!("; direct PUT: {}", put_cpu.per_gib(moved, false, true))
+        } else {
+            String::new()
+        };
+        report.add(
+            &section,
+            format!("upload {label}: CPU s per GiB"),
+            format!(
+                "{}{direct_put}",
+                upload_cpu.per_gib(moved, true, production)
+            ),
+        );
         let (download, nginx) = (median(downloads), median(nginx));
         report.add(
             &section,
@@ -209,6 +286,19 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
                 ),
             );
         }
+        let direct_get = if production {
+            format!("; direct GET: {}", get_cpu.per_gib(moved, false, true))
+        } else {
+            String::new()
+        };
+        report.add(
+            &section,
+            format!("download {label}: CPU s per GiB"),
+            format!(
+                "{}{direct_get}",
+                download_cpu.per_gib(moved, true, production)
+            ),
+        );
         if index + 1 == sizes.len() {
             let latest = format!("{}/v1/packages/{package}/latest/x86_64-linux", server.base);
             let mut runs = vec![];

@@ -66,19 +66,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `body` under `key`, replacing any previous object. The object is durable when
     /// this returns `Ok`; a failed or interrupted put never leaves a partial object under `key`.
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StorageError>;
-    /// [`ObjectStore::put`] of a body whose sha256 the caller has computed already (a chunk's
-    /// hash). A store that can have its server verify the body against it (S3's
-    /// `x-amz-checksum-sha256`) sends it instead of hashing the body once more for its own
-    /// integrity check; the others ignore it.
-    async fn put_with_sha256(
-        &self,
-        key: &str,
-        body: Bytes,
-        sha256: [u8; 32],
-    ) -> Result<(), StorageError> {
-        let _ = sha256;
-        self.put(key, body).await
-    }
     /// The whole object, or [`StorageError::NotFound`].
     async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
     /// Removes the object. Idempotent: deleting a missing object is `Ok`.
@@ -101,8 +88,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StorageError>;
     /// Where the objects live, for logs (`local:/path`, `s3://bucket@endpoint`); never secrets.
     fn describe(&self) -> String;
-    /// Objects a download fetches ahead of the one it is sending: enough to hide this store's
-    /// latency, each one costing a chunk of memory per download.
+    /// Objects one download may fetch at once: enough to hide this store's latency. Their
+    /// memory is counted against the server-wide read-ahead budget (see `download.rs`).
     fn read_ahead(&self) -> usize {
         4
     }

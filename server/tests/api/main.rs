@@ -10,6 +10,7 @@ mod namespaces;
 mod packages;
 mod pagination;
 mod permissions;
+mod read_ahead;
 mod search;
 mod stalled_uploads;
 mod system;

@@ -27,7 +27,7 @@ use niso_registry::storage::{ObjectStore, StorageError};
 use niso_test_support::archives::sha256_hex;
 use niso_test_support::{Backend, HttpClient, Storage, archives, small_chunk_settings};
 
-use crate::injected_store::{InjectedStore, Injection};
+use niso_test_support::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     a_batch_leases_live_chunks_and_stores_fresh_copies_of_those_gc_is_deleting,

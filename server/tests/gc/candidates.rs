@@ -16,7 +16,7 @@ use niso_registry::{Registry, RegistrySettings};
 use niso_test_support::archives::{self, sha256_hex};
 use niso_test_support::{Backend, Storage, TestApp, small_chunk_settings, test_settings};
 
-use crate::injected_store::{InjectedStore, Injection};
+use niso_test_support::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     a_chunk_put_but_never_used_is_collected,

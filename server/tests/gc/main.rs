@@ -5,7 +5,6 @@
 
 mod batches;
 mod candidates;
-mod injected_store;
 mod orphans;
 
 use std::collections::{HashMap, HashSet};

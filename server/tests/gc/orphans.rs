@@ -21,7 +21,7 @@ use niso_registry::storage::s3::S3Store;
 use niso_registry::storage::{ObjectStore, StorageError};
 use niso_test_support::{Backend, postgres, s3::S3TestServer, test_settings};
 
-use crate::injected_store::{InjectedStore, Injection};
+use niso_test_support::injected_store::{InjectedStore, Injection};
 
 niso_test_support::for_each_backend!(
     an_object_left_by_a_crash_before_its_row_is_swept_after_the_grace_period,

@@ -1,7 +1,7 @@
 //! Fault injection around the real store, not a mock: [`InjectedStore`] sends every call to the
-//! store a test runs on, and lets an [`Injection`] act just before a put, just after it, or just
-//! before a delete (fail it, pause it, pair it with another, "crash" the process). Each test file
-//! states only what it injects.
+//! store a test runs on, and lets an [`Injection`] act just before a put, just after it, just
+//! before a delete, or around a get (fail it, pause it, pair it with another, count it, "crash"
+//! the process). Each test file states only what it injects.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -22,6 +22,10 @@ pub trait Injection: Send + Sync + 'static {
     async fn after_put(&self, _key: &str) {}
     /// Runs before the object is deleted.
     async fn before_delete(&self, _key: &str) {}
+    /// Runs before the object is read.
+    async fn before_get(&self, _key: &str) {}
+    /// Runs once the read returned, whatever its outcome.
+    async fn after_get(&self, _key: &str) {}
 }
 
 /// The real store with an [`Injection`] around it; derefs to the injection, so a test reaches
@@ -54,7 +58,10 @@ impl<I: Injection> ObjectStore for InjectedStore<I> {
         Ok(())
     }
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.inner.get(key).await
+        self.injection.before_get(key).await;
+        let object = self.inner.get(key).await;
+        self.injection.after_get(key).await;
+        object
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.injection.before_delete(key).await;
@@ -74,5 +81,8 @@ impl<I: Injection> ObjectStore for InjectedStore<I> {
     }
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+    fn read_ahead(&self) -> usize {
+        self.inner.read_ahead()
     }
 }
