@@ -1,8 +1,10 @@
 //! The chunk GC loop: a pass every `interval` with a `grace` period, run only while this
 //! replica holds the Lease. GC is safe to run concurrently (see `niso_registry::gc`),
-//! so a Lease lost in the middle of a pass costs nothing but duplicate work. Each pass also
-//! sweeps orphan objects (in the store, named by no row) older than the grace period, with a
-//! floor of `gc::ORPHAN_MIN_AGE`.
+//! so a Lease lost in the middle of a pass costs nothing but duplicate work. The first pass
+//! after taking the Lease, and then one pass per `orphan_sweep_interval`, also sweeps orphan
+//! objects (in the store, named by no row) older than the grace period, with a floor of
+//! `gc::ORPHAN_MIN_AGE`: the sweep lists the whole store, while the rest of a pass costs only
+//! what changed since the last.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use niso_registry::Registry;
+use niso_registry::gc::GcOptions;
 
 use crate::metrics::Metrics;
 
@@ -17,12 +20,19 @@ use crate::metrics::Metrics;
 pub struct GcSettings {
     pub interval: Duration,
     pub grace: Duration,
+    /// At least this long between two orphan sweeps (0: every pass).
+    pub orphan_sweep_interval: Duration,
 }
 
-/// One pass, recorded in the metrics.
+/// One whole pass (orphan sweep included), recorded in the metrics.
 pub async fn run_once(registry: &Registry, metrics: &Metrics, grace: Duration) {
+    run_pass(registry, metrics, GcOptions::new(grace)).await;
+}
+
+/// One pass with `options`, recorded in the metrics; whether it succeeded.
+pub async fn run_pass(registry: &Registry, metrics: &Metrics, options: GcOptions) -> bool {
     let started = Instant::now();
-    match registry.collect_garbage(grace).await {
+    match registry.collect_garbage_with(options).await {
         Ok(report) => {
             tracing::info!(
                 uploads_reaped = report.uploads_reaped,
@@ -31,14 +41,17 @@ pub async fn run_once(registry: &Registry, metrics: &Metrics, grace: Duration) {
                 objects_examined = report.objects_examined,
                 orphan_objects_deleted = report.orphan_objects_deleted,
                 orphan_bytes_reclaimed = report.orphan_bytes_reclaimed,
+                orphans_swept = report.orphans_swept,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "GC pass finished"
             );
             metrics.gc_finished(started.elapsed(), Some(&report));
+            true
         }
         Err(error) => {
             tracing::warn!(%error, "GC pass failed");
             metrics.gc_finished(started.elapsed(), None);
+            false
         }
     }
 }
@@ -52,6 +65,7 @@ pub async fn run_loop(
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_sweep: Option<Instant> = None;
     loop {
         if *shutdown.borrow() {
             return;
@@ -63,7 +77,18 @@ pub async fn run_loop(
             }
             continue;
         }
-        run_once(&registry, &metrics, settings.grace).await;
+        // A sweep is due on the first pass as leader and once its interval has passed since
+        // the last successful one; a failed pass sweeps again next time.
+        let sweep_orphans = last_sweep
+            .is_none_or(|swept: Instant| swept.elapsed() >= settings.orphan_sweep_interval);
+        let options = GcOptions {
+            sweep_orphans,
+            ..GcOptions::new(settings.grace)
+        };
+        let started = Instant::now();
+        if run_pass(&registry, &metrics, options).await && sweep_orphans {
+            last_sweep = Some(started);
+        }
         tokio::select! {
             _ = tokio::time::sleep(settings.interval) => {}
             changed = leader.changed() => if changed.is_err() { return },

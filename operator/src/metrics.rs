@@ -30,6 +30,7 @@ pub struct Metrics {
     pub gc_bytes_reclaimed: IntCounter,
     pub gc_orphan_objects_deleted: IntCounter,
     pub gc_orphan_bytes_reclaimed: IntCounter,
+    pub gc_orphan_sweeps: IntCounter,
     pub leader: IntGauge,
     pub ready: IntGauge,
     /// Per ApiKey with an end: when its live key stops working (alerts: keys near expiry).
@@ -112,6 +113,11 @@ impl Metrics {
             "Stored bytes of orphan objects deleted by GC (not in niso_operator_gc_reclaimed_bytes_total)",
         )
         .expect("valid metric");
+        let gc_orphan_sweeps = IntCounter::new(
+            "niso_operator_gc_orphan_sweeps_total",
+            "GC passes that listed the store for orphan objects (one per NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS)",
+        )
+        .expect("valid metric");
         let leader = IntGauge::new(
             "niso_operator_leader",
             "1 while this replica holds the Lease (and runs the controllers and GC)",
@@ -144,6 +150,7 @@ impl Metrics {
             Box::new(gc_bytes_reclaimed.clone()),
             Box::new(gc_orphan_objects_deleted.clone()),
             Box::new(gc_orphan_bytes_reclaimed.clone()),
+            Box::new(gc_orphan_sweeps.clone()),
             Box::new(leader.clone()),
         ] {
             registry
@@ -162,6 +169,7 @@ impl Metrics {
             gc_bytes_reclaimed,
             gc_orphan_objects_deleted,
             gc_orphan_bytes_reclaimed,
+            gc_orphan_sweeps,
             leader,
             ready,
             key_expiry,
@@ -206,6 +214,9 @@ impl Metrics {
                     .inc_by(report.orphan_objects_deleted);
                 self.gc_orphan_bytes_reclaimed
                     .inc_by(report.orphan_bytes_reclaimed);
+                if report.orphans_swept {
+                    self.gc_orphan_sweeps.inc();
+                }
             }
             None => self.gc_runs.with_label_values(&["error"]).inc(),
         }
@@ -238,17 +249,24 @@ mod tests {
             objects_examined: 40,
             orphan_objects_deleted: 3,
             orphan_bytes_reclaimed: 4000,
+            orphans_swept: true,
             ..GcReport::default()
         };
         metrics.gc_finished(Duration::from_millis(5), Some(&report));
         metrics.gc_finished(Duration::from_millis(5), Some(&report));
         metrics.gc_finished(Duration::from_millis(5), None);
+        let without_sweep = GcReport {
+            orphans_swept: false,
+            ..report.clone()
+        };
+        metrics.gc_finished(Duration::from_millis(5), Some(&without_sweep));
         let text = metrics.render();
         for line in [
-            "niso_operator_gc_orphan_objects_deleted_total 6",
-            "niso_operator_gc_orphan_reclaimed_bytes_total 8000",
-            "niso_operator_gc_chunks_deleted_total 4",
-            "niso_operator_gc_reclaimed_bytes_total 600",
+            "niso_operator_gc_orphan_objects_deleted_total 9",
+            "niso_operator_gc_orphan_reclaimed_bytes_total 12000",
+            "niso_operator_gc_chunks_deleted_total 6",
+            "niso_operator_gc_reclaimed_bytes_total 900",
+            "niso_operator_gc_orphan_sweeps_total 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }

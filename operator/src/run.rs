@@ -53,7 +53,8 @@ pub struct OperatorConfig {
     pub registry_url: String,
     /// `NISO_OPERATOR_LISTEN` (default 0.0.0.0:8081): `/health` and `/metrics`.
     pub listen: SocketAddr,
-    /// `NISO_GC_INTERVAL_SECS` (default 600) and `NISO_GC_GRACE_SECS` (default 3600).
+    /// `NISO_GC_INTERVAL_SECS` (default 600), `NISO_GC_GRACE_SECS` (default 3600) and
+    /// `NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS` (default 3600, 0: every pass).
     pub gc: GcSettings,
     /// `NISO_OPERATOR_LEASE_NAME` (default niso-operator).
     pub lease_name: String,
@@ -144,6 +145,7 @@ impl OperatorConfig {
             }
         };
         let interval = seconds("NISO_GC_INTERVAL_SECS", 600)?;
+        let orphan_sweep_interval = seconds("NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS", 3600)?;
         if interval == 0 {
             return Err(invalid("NISO_GC_INTERVAL_SECS", "0", "must be positive"));
         }
@@ -214,6 +216,7 @@ impl OperatorConfig {
             gc: GcSettings {
                 interval: Duration::from_secs(interval),
                 grace: config.gc_grace_period,
+                orphan_sweep_interval: Duration::from_secs(orphan_sweep_interval),
             },
             lease_name: get("NISO_OPERATOR_LEASE_NAME").unwrap_or_else(|| "niso-operator".into()),
             lease_namespace: get("NISO_OPERATOR_LEASE_NAMESPACE").or_else(|| get("POD_NAMESPACE")),
@@ -413,6 +416,7 @@ mod tests {
         assert_eq!(config.listen, "0.0.0.0:8081".parse().unwrap());
         assert_eq!(config.gc.interval, Duration::from_secs(600));
         assert_eq!(config.gc.grace, Duration::from_secs(3600));
+        assert_eq!(config.gc.orphan_sweep_interval, Duration::from_secs(3600));
         assert_eq!(config.lease_name, "niso-operator");
         assert_eq!(config.lease_duration_secs, 15);
         assert_eq!(config.lease_grace_secs(), 5);
@@ -425,6 +429,7 @@ mod tests {
             ("NISO_OPERATOR_LISTEN", "127.0.0.1:9000"),
             ("NISO_GC_INTERVAL_SECS", "30"),
             ("NISO_GC_GRACE_SECS", "0"),
+            ("NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS", "0"),
             ("POD_NAMESPACE", "niso-system"),
             ("POD_NAME", "niso-operator-abc"),
             ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", " niso-system, ci ,"),
@@ -438,6 +443,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.gc.interval, Duration::from_secs(30));
         assert_eq!(config.gc.grace, Duration::ZERO);
+        assert_eq!(config.gc.orphan_sweep_interval, Duration::ZERO);
         assert_eq!(config.lease_namespace.as_deref(), Some("niso-system"));
         assert_eq!(config.identity.as_deref(), Some("niso-operator-abc"));
     }
@@ -450,6 +456,7 @@ mod tests {
             ("NISO_REGISTRY_URL", "niso.example.com"),
             ("NISO_GC_INTERVAL_SECS", "often"),
             ("NISO_GC_INTERVAL_SECS", "0"),
+            ("NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS", "hourly"),
             ("NISO_OPERATOR_LISTEN", "everywhere"),
             ("NISO_OPERATOR_LEASE_SECS", "1"),
             ("NISO_OPERATOR_PRIVILEGED_NAMESPACES", "ops,Team_A"),

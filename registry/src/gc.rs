@@ -15,7 +15,8 @@
 //! 4. only then delete the objects (a few at a time), then the rows. Uploads never use
 //!    `deleting` rows;
 //! 5. sweep orphan objects: objects in the store that no row names, left by a crash between an
-//!    upload's put and its row insert (see [`Registry::sweep_orphan_objects`]).
+//!    upload's put and its row insert (see [`Registry::sweep_orphan_objects`]); a pass may
+//!    skip this step ([`GcOptions::sweep_orphans`]), which lists the whole store.
 //!
 //! # Where candidates come from: the `gc_candidates` queue
 //!
@@ -90,6 +91,11 @@ pub struct GcOptions {
     pub grace: Duration,
     /// Objects per listing page in the orphan sweep (clamped to 1..=1000); tests use tiny pages.
     pub listing_page_size: usize,
+    /// Whether this pass sweeps orphan objects. The sweep lists the whole store (one request per
+    /// 1,000 objects) whatever changed, while the rest of a pass costs what changed; orphans are
+    /// rare (a crash between a put and its row) and only taken after [`ORPHAN_MIN_AGE`], so
+    /// the operator sweeps on a longer interval than it collects (`orphan_sweep_interval`).
+    pub sweep_orphans: bool,
 }
 
 impl GcOptions {
@@ -97,6 +103,7 @@ impl GcOptions {
         GcOptions {
             grace,
             listing_page_size: LISTING_PAGE_SIZE,
+            sweep_orphans: true,
         }
     }
 
@@ -125,6 +132,8 @@ pub struct GcReport {
     pub orphan_objects_deleted: u64,
     /// Stored bytes of those objects (not part of `bytes_reclaimed`).
     pub orphan_bytes_reclaimed: u64,
+    /// Whether the pass swept orphan objects ([`GcOptions::sweep_orphans`]).
+    pub orphans_swept: bool,
 }
 
 impl Registry {
@@ -144,7 +153,10 @@ impl Registry {
         let cutoff =
             now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::days(36500));
         self.collect_candidates(cutoff, &mut report).await?;
-        self.sweep_orphan_objects(&options, &mut report).await?;
+        if options.sweep_orphans {
+            self.sweep_orphan_objects(&options, &mut report).await?;
+            report.orphans_swept = true;
+        }
         self.metrics.gc_runs.inc();
         self.metrics.gc_chunks_deleted.inc_by(report.chunks_deleted);
         self.metrics

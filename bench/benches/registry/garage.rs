@@ -149,6 +149,23 @@ impl Garage {
         self.child.id()
     }
 
+    /// Waits (up to 60 s) until Garage has used under 1% of a core for half a second: deleted
+    /// objects leave it work in the background (block and table GC) that would otherwise be
+    /// counted against whatever the bench measures next.
+    pub async fn wait_until_idle(&self) {
+        let started = Instant::now();
+        let mut before = crate::processes::cpu_seconds(self.pid());
+        while started.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = crate::processes::cpu_seconds(self.pid());
+            if now - before < 0.005 {
+                return;
+            }
+            before = now;
+        }
+        eprintln!("garage still busy after 60 s; measuring anyway");
+    }
+
     /// The client the direct baselines and object seeding use: the same SDK set-up as niso's
     /// S3 store (defaults of the latest behaviour version, static keys, path-style).
     pub fn client(&self) -> &aws_sdk_s3::Client {

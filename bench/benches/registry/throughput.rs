@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
 use crate::data::{self, MIB};
+use crate::garage::Garage;
 use crate::processes::{cpu_seconds, start_nginx};
 use crate::{Backend, Bench, Report, env_value, mb_per_s};
 
@@ -81,15 +82,15 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// its own object, then of a GET of all of them back (bytes counted and discarded), both with
 /// [`DIRECT_IN_FLIGHT`] requests in flight. The objects are deleted afterwards (untimed).
 async fn direct_put_get(
-    client: &aws_sdk_s3::Client,
+    garage: &Garage,
     bucket: &str,
     file: &Path,
     chunks: &[(String, u64)],
     run: usize,
-    cpu: (u32, &mut CpuUse, &mut CpuUse),
+    (put_cpu, get_cpu): (&mut CpuUse, &mut CpuUse),
 ) -> (f64, f64) {
-    let (garage, put_cpu, get_cpu) = cpu;
-    let sample = || CpuUse::sample(None, Some(garage));
+    let client = garage.client();
+    let sample = || CpuUse::sample(None, Some(garage.pid()));
     let file = Arc::new(std::fs::File::open(file).expect("archive"));
     let mut offset = 0;
     let mut pieces = Vec::with_capacity(chunks.len());
@@ -98,6 +99,7 @@ async fn direct_put_get(
         offset += size;
     }
     let length = offset;
+    garage.wait_until_idle().await;
     let cpu_before = sample();
     let started = Instant::now();
     futures::stream::iter(pieces.iter().cloned())
@@ -129,6 +131,7 @@ async fn direct_put_get(
         .await;
     let put_seconds = started.elapsed().as_secs_f64();
     put_cpu.add_since(cpu_before, sample());
+    garage.wait_until_idle().await;
     let cpu_before = sample();
     let started = Instant::now();
     let fetched: u64 = futures::stream::iter(pieces.iter())
@@ -199,10 +202,16 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
             length = std::fs::metadata(&file).expect("archive").len();
             hashing.push(mb_per_s(length, sha256sum_seconds(&file)));
             let path = format!("/v1/packages/{package}/{version}/x86_64-linux");
+            if backend == Backend::Production {
+                bench.garage().wait_until_idle().await;
+            }
             let cpu_before = CpuUse::sample(niso_pid, garage_pid);
             let seconds = bench.upload_file(&server, &key, &path, &file).await;
             upload_cpu.add_since(cpu_before, CpuUse::sample(niso_pid, garage_pid));
             uploads.push(mb_per_s(length, seconds));
+            if backend == Backend::Production {
+                bench.garage().wait_until_idle().await;
+            }
             let cpu_before = CpuUse::sample(niso_pid, garage_pid);
             let (bytes, seconds) = bench
                 .download(&format!("{}{path}", server.base), None)
@@ -218,12 +227,12 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
                 let chunks = bench.chunk_manifest(&server, &path).await;
                 let bucket = env_value(&env, "NISO_S3_BUCKET");
                 let (put, get) = direct_put_get(
-                    bench.garage().client(),
+                    bench.garage(),
                     &bucket,
                     &file,
                     &chunks,
                     run,
-                    (bench.garage().pid(), &mut put_cpu, &mut get_cpu),
+                    (&mut put_cpu, &mut get_cpu),
                 )
                 .await;
                 direct_puts.push(put);

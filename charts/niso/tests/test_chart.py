@@ -482,6 +482,7 @@ def test_operator_settings():
     env = env_of(container)
     assert env["NISO_OPERATOR_LISTEN"]["value"] == "0.0.0.0:8081"
     assert env["NISO_GC_INTERVAL_SECS"]["value"] == "600"
+    assert env["NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS"]["value"] == "3600"
     assert env["NISO_GC_GRACE_SECS"]["value"] == "3600"
     assert env["NISO_REGISTRY_URL"]["value"] == f"http://niso.{NAMESPACE}.svc:8080"
     assert env["NISO_OPERATOR_LEASE_NAME"]["value"] == "niso-operator"

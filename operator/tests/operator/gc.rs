@@ -15,7 +15,46 @@ use niso_operator::metrics::Metrics;
 crate::for_each_backend!(
     gc_loop_keeps_committed_chunks_while_uploads_reuse_them,
     the_grace_period_protects_young_orphans,
+    the_orphan_sweep_runs_once_per_its_interval,
 );
+
+/// Every pass collects, but only the first and then one per `orphan_sweep_interval` lists the
+/// store for orphans: with an hour's interval, one sweep in many passes; with none, a sweep in
+/// every pass.
+async fn the_orphan_sweep_runs_once_per_its_interval(backend: Backend) {
+    let app = Arc::new(TestApp::with_settings(backend, test_settings()).await);
+    for (orphan_sweep_interval, every_pass) in
+        [(Duration::from_secs(3600), false), (Duration::ZERO, true)]
+    {
+        let metrics = Arc::new(Metrics::new());
+        let (_leader, leading) = watch::channel(true);
+        let (stop, stopped) = watch::channel(false);
+        let gc = tokio::spawn(run_loop(
+            app.registry.clone(),
+            metrics.clone(),
+            GcSettings {
+                interval: Duration::from_millis(5),
+                grace: Duration::ZERO,
+                orphan_sweep_interval,
+            },
+            leading,
+            stopped,
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while metrics.gc_runs_ok() < 4 {
+            assert!(tokio::time::Instant::now() < deadline, "GC passes ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).unwrap();
+        gc.await.unwrap();
+        let (passes, sweeps) = (metrics.gc_runs_ok(), metrics.gc_orphan_sweeps.get());
+        if every_pass {
+            assert_eq!(sweeps, passes, "a sweep in each of {passes} passes");
+        } else {
+            assert_eq!(sweeps, 1, "one sweep in {passes} passes");
+        }
+    }
+}
 
 async fn gc_loop_keeps_committed_chunks_while_uploads_reuse_them(backend: Backend) {
     let app = Arc::new(TestApp::with_settings(backend, small_chunk_settings()).await);
@@ -35,6 +74,7 @@ async fn gc_loop_keeps_committed_chunks_while_uploads_reuse_them(backend: Backen
         GcSettings {
             interval: Duration::from_millis(5),
             grace: Duration::ZERO,
+            orphan_sweep_interval: Duration::ZERO,
         },
         leading,
         stopped,

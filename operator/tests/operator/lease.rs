@@ -152,6 +152,7 @@ async fn start(leases: &FakeLeases, identity: &str, registry: Arc<Registry>) -> 
         GcSettings {
             interval: Duration::from_millis(100),
             grace: Duration::ZERO,
+            orphan_sweep_interval: Duration::ZERO,
         },
         leader.clone(),
         stopped,
