@@ -70,6 +70,19 @@ impl CpuUse {
     }
 }
 
+/// A "CPU s per GiB" figure: niso's step (niso, Garage on production, the client), then the
+/// direct baseline's (Garage, the client), `moved` bytes in all.
+fn cpu_figure(step: &CpuUse, direct: Option<(&str, &CpuUse)>, moved: u64) -> String {
+    let mut figure = step.per_gib(moved, true, direct.is_some());
+    if let Some((request, baseline)) = direct {
+        figure.push_str(&format!(
+            "; direct {request}: {}",
+            baseline.per_gib(moved, false, true)
+        ));
+    }
+    figure
+}
+
 /// Runs per throughput figure; the median is reported, so one hiccup does not move a figure.
 const THROUGHPUT_RUNS: usize = 3;
 
@@ -262,18 +275,10 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
         }
         let moved = length * THROUGHPUT_RUNS as u64;
         let production = backend == Backend::Production;
-        let direct_put = if production {
-            format!("; direct PUT: {}", put_cpu.per_gib(moved, false, true))
-        } else {
-            String::new()
-        };
         report.add(
             &section,
             format!("upload {label}: CPU s per GiB"),
-            format!(
-                "{}{direct_put}",
-                upload_cpu.per_gib(moved, true, production)
-            ),
+            cpu_figure(&upload_cpu, production.then_some(("PUT", &put_cpu)), moved),
         );
         let (download, nginx) = (median(downloads), median(nginx));
         report.add(
@@ -295,17 +300,13 @@ pub async fn throughput(bench: &Bench, backend: Backend, report: &mut Report, si
                 ),
             );
         }
-        let direct_get = if production {
-            format!("; direct GET: {}", get_cpu.per_gib(moved, false, true))
-        } else {
-            String::new()
-        };
         report.add(
             &section,
             format!("download {label}: CPU s per GiB"),
-            format!(
-                "{}{direct_get}",
-                download_cpu.per_gib(moved, true, production)
+            cpu_figure(
+                &download_cpu,
+                production.then_some(("GET", &get_cpu)),
+                moved,
             ),
         );
         if index + 1 == sizes.len() {

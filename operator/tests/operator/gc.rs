@@ -18,18 +18,20 @@ crate::for_each_backend!(
     the_orphan_sweep_runs_once_per_its_interval,
 );
 
-/// Every pass collects, but only the first and then one per `orphan_sweep_interval` lists the
-/// store for orphans: with an hour's interval, one sweep in many passes; with none, a sweep in
-/// every pass.
-async fn the_orphan_sweep_runs_once_per_its_interval(backend: Backend) {
-    let app = Arc::new(TestApp::with_settings(backend, test_settings()).await);
-    for (orphan_sweep_interval, every_pass) in
-        [(Duration::from_secs(3600), false), (Duration::ZERO, true)]
-    {
+/// The operator's GC loop as leader, a pass every 5 ms with no grace period.
+struct GcLoop {
+    metrics: Arc<Metrics>,
+    _leader: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GcLoop {
+    fn start(app: &TestApp, orphan_sweep_interval: Duration) -> GcLoop {
         let metrics = Arc::new(Metrics::new());
-        let (_leader, leading) = watch::channel(true);
+        let (leader, leading) = watch::channel(true);
         let (stop, stopped) = watch::channel(false);
-        let gc = tokio::spawn(run_loop(
+        let task = tokio::spawn(run_loop(
             app.registry.clone(),
             metrics.clone(),
             GcSettings {
@@ -40,13 +42,36 @@ async fn the_orphan_sweep_runs_once_per_its_interval(backend: Backend) {
             leading,
             stopped,
         ));
+        GcLoop {
+            metrics,
+            _leader: leader,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+}
+
+/// Every pass collects, but only the first and then one per `orphan_sweep_interval` lists the
+/// store for orphans: with an hour's interval, one sweep in many passes; with none, a sweep in
+/// every pass.
+async fn the_orphan_sweep_runs_once_per_its_interval(backend: Backend) {
+    let app = Arc::new(TestApp::with_settings(backend, test_settings()).await);
+    for (orphan_sweep_interval, every_pass) in
+        [(Duration::from_secs(3600), false), (Duration::ZERO, true)]
+    {
+        let gc = GcLoop::start(&app, orphan_sweep_interval);
+        let metrics = gc.metrics.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while metrics.gc_runs_ok() < 4 {
             assert!(tokio::time::Instant::now() < deadline, "GC passes ran");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        stop.send(true).unwrap();
-        gc.await.unwrap();
+        gc.stop().await;
         let (passes, sweeps) = (metrics.gc_runs_ok(), metrics.gc_orphan_sweeps.get());
         if every_pass {
             assert_eq!(sweeps, passes, "a sweep in each of {passes} passes");
@@ -65,20 +90,8 @@ async fn gc_loop_keeps_committed_chunks_while_uploads_reuse_them(backend: Backen
             .collect(),
     );
 
-    let metrics = Arc::new(Metrics::new());
-    let (_leader, leading) = watch::channel(true);
-    let (stop, stopped) = watch::channel(false);
-    let gc = tokio::spawn(run_loop(
-        app.registry.clone(),
-        metrics.clone(),
-        GcSettings {
-            interval: Duration::from_millis(5),
-            grace: Duration::ZERO,
-            orphan_sweep_interval: Duration::ZERO,
-        },
-        leading,
-        stopped,
-    ));
+    let gc = GcLoop::start(&app, Duration::ZERO);
+    let metrics = gc.metrics.clone();
 
     // Three workers upload versions made of shared blocks plus a unique one; every other
     // version is deleted again, orphaning its unique chunks while GC runs.
@@ -121,8 +134,7 @@ async fn gc_loop_keeps_committed_chunks_while_uploads_reuse_them(backend: Backen
     for worker in workers {
         kept.extend(worker.await.expect("worker"));
     }
-    stop.send(true).unwrap();
-    gc.await.unwrap();
+    gc.stop().await;
     assert!(metrics.gc_runs_ok() > 3, "GC ran during the uploads");
 
     // One more pass over the quiet registry: what deleted versions left goes, nothing else.
