@@ -145,10 +145,11 @@ impl OperatorConfig {
             }
         };
         let interval = seconds("NISO_GC_INTERVAL_SECS", 600)?;
-        let orphan_sweep_interval = seconds("NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS", 3600)?;
         if interval == 0 {
             return Err(invalid("NISO_GC_INTERVAL_SECS", "0", "must be positive"));
         }
+        // 0 is allowed: a sweep in every pass, as before the sweep had an interval of its own.
+        let orphan_sweep_interval = seconds("NISO_GC_ORPHAN_SWEEP_INTERVAL_SECS", 3600)?;
         let lease_duration_secs = seconds("NISO_OPERATOR_LEASE_SECS", 15)?;
         if lease_duration_secs < 2 {
             return Err(invalid(

@@ -29,8 +29,8 @@ use crate::error::{Error, Result};
 
 /// Chunk bytes read ahead across all downloads of this server: with S3's 32 objects ahead, one
 /// download of 256 KiB chunks gets its whole depth and sixteen at once get two each. Each GET in
-/// flight also holds its connection's read buffer (up to ~400 KiB): under the memory benchmark
-/// (16 uploads + 16 downloads on Garage) 16 MiB took peak RSS from 127 to 159 MiB.
+/// flight also holds its connection's read buffer (up to ~400 KiB): with 16 uploads and 16
+/// downloads at once on Garage, 16 MiB took the server's peak RSS from 127 to 159 MiB.
 pub const DEFAULT_READ_AHEAD_BUDGET_BYTES: usize = 8 * 1024 * 1024;
 
 /// A resolved download: the version and its chunk list.
