@@ -28,9 +28,11 @@ const DEFAULT_REGION: &str = "us-east-1";
 /// Standard retry mode with exponential backoff and jitter: rides out a restarting server or a
 /// throttling burst without hammering it.
 const MAX_ATTEMPTS: u32 = 5;
-/// The most a GET allocates up front for the length the server announces: chunk objects are a
-/// few MiB at most, and a larger (or lying) length only grows the buffer as bytes arrive.
-const MAX_PREALLOCATION: i64 = 16 * 1024 * 1024;
+/// The most a GET allocates up front for the length the server announces: the default largest
+/// chunk (a chunk is stored compressed only when that makes it smaller). A larger object, or a
+/// server announcing more than it sends, only grows the buffer as bytes actually arrive, so a
+/// lying length costs at most this much per GET in flight.
+const MAX_PREALLOCATION: i64 = 1024 * 1024;
 
 /// Where and how to reach the bucket (from `NISO_S3_*`).
 #[derive(Clone, Default)]
