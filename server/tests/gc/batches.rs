@@ -22,7 +22,6 @@ use entity::{chunk, upload, upload_chunk};
 use niso_registry::Registry;
 use niso_registry::chunk_store::{STATE_DELETING, StoredChunk};
 use niso_registry::chunking::StreamChunker;
-use niso_registry::metrics::Metrics;
 use niso_registry::storage::{ObjectStore, StorageError};
 use niso_test_support::archives::sha256_hex;
 use niso_test_support::{Backend, HttpClient, Storage, archives, small_chunk_settings};
@@ -128,18 +127,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new(backend: Backend) -> Fixture {
-        let storage = Storage::new(backend).await;
+        let mut storage = Storage::new(backend).await;
         let store = InjectedStore::new(storage.store.clone(), FaultyStore::new());
-        let db = niso_registry::db::connect(&storage.database_url, 8)
-            .await
-            .unwrap();
-        niso_registry::db::migrate(&db).await.unwrap();
-        let registry = Arc::new(Registry::new(
-            db,
-            store.clone(),
-            small_chunk_settings(),
-            Arc::new(Metrics::new()),
-        ));
+        storage.store = store.clone();
+        let registry = storage.registry(small_chunk_settings()).await;
         Fixture {
             registry,
             store,

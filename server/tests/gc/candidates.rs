@@ -2,7 +2,6 @@
 //! chunk can become garbage must queue it, the queue must never make GC delete a referenced
 //! chunk, and a chunk queued again while a pass works must not be lost. Run on both backends.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -277,7 +276,7 @@ impl Injection for PauseOnDelete {
 /// releases B, which queues it again. The pass then deletes the rows it examined: B's new row
 /// must survive, so that B is collected (by this pass's next page or by the next pass).
 async fn a_chunk_queued_again_during_a_pass_is_not_lost(backend: Backend) {
-    let storage = Storage::new(backend).await;
+    let mut storage = Storage::new(backend).await;
     let store = InjectedStore::new(
         storage.store.clone(),
         PauseOnDelete {
@@ -286,16 +285,8 @@ async fn a_chunk_queued_again_during_a_pass_is_not_lost(backend: Backend) {
             resume: Notify::new(),
         },
     );
-    let db = niso_registry::db::connect(&storage.database_url, 8)
-        .await
-        .unwrap();
-    niso_registry::db::migrate(&db).await.unwrap();
-    let registry = Arc::new(Registry::new(
-        db,
-        store.clone(),
-        test_settings(),
-        Arc::new(niso_registry::metrics::Metrics::new()),
-    ));
+    storage.store = store.clone();
+    let registry = storage.registry(test_settings()).await;
     let b = Bytes::from(archives::random_bytes(20_000, 27));
     let a = Bytes::from(archives::random_bytes(20_000, 28));
 
