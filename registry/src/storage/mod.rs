@@ -9,6 +9,7 @@
 
 pub mod local;
 pub mod s3;
+mod s3_http;
 
 use std::time::SystemTime;
 

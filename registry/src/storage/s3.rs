@@ -20,6 +20,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
+use super::s3_http::S3HttpClient;
 use super::{ListedObject, ListingPages, ObjectStore, StorageError, clamp_page_size, validate_key};
 
 /// Used when neither the settings nor the AWS chain name a region. S3-compatible servers mostly
@@ -144,6 +145,7 @@ impl S3Store {
         .or_else(Region::from_static(DEFAULT_REGION));
 
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(S3HttpClient::with_system_roots())
             .region(region)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
