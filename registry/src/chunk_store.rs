@@ -557,6 +557,19 @@ impl Registry {
         }
     }
 
+    /// [`Registry::read_chunk`] for a download or a chunk fetch: a small chunk read before comes
+    /// from the [`SmallChunkCache`](crate::chunk_cache::SmallChunkCache) (content-addressed, so
+    /// never stale), and one read now is kept there.
+    pub async fn read_chunk_cached(&self, chunk: &chunk::Model) -> Result<Bytes> {
+        if let Some(bytes) = self.small_chunks.get(&chunk.hash) {
+            self.metrics.chunk_cache_hits.inc();
+            return Ok(bytes);
+        }
+        let bytes = self.read_chunk(chunk).await?;
+        self.small_chunks.insert(&chunk.hash, &bytes);
+        Ok(bytes)
+    }
+
     /// The live chunk with this hash (`GET /v1/chunks/{hash}`).
     pub async fn find_chunk(&self, hash: &str) -> Result<chunk::Model> {
         if !is_chunk_hash(hash) {

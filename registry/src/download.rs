@@ -109,7 +109,7 @@ impl ChunkReads {
             let (chunk, slice) = self.pieces.next().expect("peeked");
             let registry = self.registry.clone();
             self.in_flight.push_back(Box::pin(async move {
-                let bytes = registry.read_chunk(&chunk).await?;
+                let bytes = registry.read_chunk_cached(&chunk).await?;
                 if bytes.len() != chunk.size as usize {
                     return Err(Error::internal(format!(
                         "chunk {} has {} bytes, expected {}",

@@ -10,6 +10,7 @@
 pub mod accounts;
 mod archive_checksum;
 pub mod auth;
+pub mod chunk_cache;
 pub mod chunk_pipeline;
 pub mod chunk_store;
 pub mod config;
@@ -66,6 +67,8 @@ pub struct Registry {
     pub(crate) chunk_budget: MemoryBudget,
     /// Chunk bytes downloads hold ahead of the one they send (`download.rs`).
     pub(crate) read_ahead_budget: MemoryBudget,
+    /// Small chunks downloads keep asking for (`chunk_cache.rs`).
+    pub(crate) small_chunks: chunk_cache::SmallChunkCache,
     pub(crate) decompression_budget: crate::archive::DecompressionBudget,
     pub(crate) password_hashing: PasswordHashing,
     pub(crate) upload_limits: upload_limits::UploadLimits,
@@ -84,6 +87,7 @@ impl Registry {
         crate::metrics::observe_database(&mut db, &metrics);
         let chunk_budget = MemoryBudget::new(settings.chunk_budget_bytes);
         let read_ahead_budget = MemoryBudget::new(settings.read_ahead_budget_bytes);
+        let small_chunks = chunk_cache::SmallChunkCache::new(settings.small_chunk_cache_bytes);
         let decompression_budget =
             crate::archive::DecompressionBudget::new(settings.decompression_budget_bytes);
         let password_hashing = PasswordHashing::new(
@@ -104,6 +108,7 @@ impl Registry {
             download_counter: DownloadCounter::default(),
             chunk_budget,
             read_ahead_budget,
+            small_chunks,
             decompression_budget,
             password_hashing,
             upload_limits,

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub dedup_bytes_saved: IntCounter,
     pub chunks_stored: IntCounter,
     pub chunk_bytes_stored: IntCounter,
+    pub chunk_cache_hits: IntCounter,
     pub chunk_store_seconds: HistogramVec,
     pub db_query_seconds: HistogramVec,
     pub gc_runs: IntCounter,
@@ -137,6 +138,11 @@ impl Metrics {
                 &registry,
                 "niso_chunk_stored_bytes_total",
                 "Bytes written to the object store (after compression)",
+            ),
+            chunk_cache_hits: counter(
+                &registry,
+                "niso_chunk_cache_hits_total",
+                "Chunk reads of downloads answered from the small-chunk cache, without the object store",
             ),
             gc_runs: counter_if(
                 export_gc,

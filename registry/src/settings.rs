@@ -39,6 +39,8 @@ pub struct RegistrySettings {
     pub chunk_budget_bytes: usize,
     /// Chunk bytes read ahead across all downloads (see `download.rs`).
     pub read_ahead_budget_bytes: usize,
+    /// Small chunks kept in memory for downloads, in bytes; 0 disables (see `chunk_cache.rs`).
+    pub small_chunk_cache_bytes: usize,
     /// zstd decoder memory of all uploads together (see `archive::DecompressionBudget`).
     pub decompression_budget_bytes: u64,
     /// Largest JSON request body (`NISO_JSON_BODY_LIMIT_BYTES`, 413 beyond it).
@@ -87,6 +89,7 @@ impl Default for RegistrySettings {
             login_window: Duration::from_secs(300),
             chunk_budget_bytes: crate::chunk_pipeline::DEFAULT_BUDGET_BYTES,
             read_ahead_budget_bytes: crate::download::DEFAULT_READ_AHEAD_BUDGET_BYTES,
+            small_chunk_cache_bytes: crate::chunk_cache::DEFAULT_SMALL_CHUNK_CACHE_BYTES,
             decompression_budget_bytes: crate::archive::DEFAULT_DECOMPRESSION_BUDGET_BYTES,
             json_body_limit_bytes: 64 * 1024,
             json_body_timeout: Duration::from_secs(15),

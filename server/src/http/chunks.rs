@@ -33,7 +33,7 @@ pub async fn get_chunk(
     Path(hash): Path<String>,
 ) -> Result<Response> {
     let chunk = state.registry.find_chunk(&hash).await?;
-    let bytes = state.registry.read_chunk(&chunk).await?;
+    let bytes = state.registry.read_chunk_cached(&chunk).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_owned()),

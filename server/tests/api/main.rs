@@ -3,6 +3,7 @@
 
 mod auth;
 mod body_limits;
+mod chunk_cache;
 mod chunks;
 mod client_address;
 mod keyless;
