@@ -9,11 +9,14 @@
 //! client of ours ([`S3HttpClient`], through the `aws-smithy-runtime-api` traits the SDK is
 //! built on).
 //!
-//! What it keeps from the SDK's client: TCP_NODELAY, the connect and read time limits the SDK
-//! passes in, the system's root certificates, a pool with an idle timeout, and the mapping of
+//! What it keeps from the SDK's client: TCP_NODELAY, the connect (TCP and TLS handshake) and
+//! read time limits the SDK passes in, the system's root certificates, a pool with an idle timeout, and the mapping of
 //! transport failures onto the SDK's error kinds, so its retries see the same transient errors.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -24,6 +27,7 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::ErrorKind;
+use http::Uri;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
@@ -85,17 +89,20 @@ impl S3HttpClient {
         tcp.enforce_http(false);
         // Requests are written in more than one piece; Nagle would hold the last one back.
         tcp.set_nodelay(true);
-        tcp.set_connect_timeout(settings.connect_timeout());
         let https = HttpsConnectorBuilder::new()
             .with_tls_config((*self.tls).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(tcp);
+        let connect = ConnectWithin {
+            inner: https,
+            limit: settings.connect_timeout(),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .http1_max_buf_size(READ_BUFFER_LIMIT)
-            .build(https);
+            .build(connect);
         S3Connector {
             client,
             read_timeout: settings.read_timeout(),
@@ -126,7 +133,7 @@ impl HttpClient for S3HttpClient {
 /// One connection pool and the time limits it was made for.
 #[derive(Debug, Clone)]
 struct S3Connector {
-    client: Client<HttpsConnector<TcpConnector>, SdkBody>,
+    client: Client<ConnectWithin, SdkBody>,
     /// From sending the request to the response headers (the SDK's meaning of a read timeout);
     /// the body is bounded by the store's operation timeout.
     read_timeout: Option<Duration>,
@@ -152,6 +159,46 @@ impl HttpConnector for S3Connector {
             .map_err(connector_error)?;
             HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
                 .map_err(|error| ConnectorError::other(error.into(), None))
+        })
+    }
+}
+
+/// Opens a connection, TLS handshake included, within the SDK's connect timeout (hyper's own
+/// limit covers only the TCP connect, so a server that accepts and then never answers the TLS
+/// handshake would hold the attempt until its much longer timeout).
+#[derive(Debug, Clone)]
+struct ConnectWithin {
+    inner: HttpsConnector<TcpConnector>,
+    limit: Option<Duration>,
+}
+
+type Connection = <HttpsConnector<TcpConnector> as tower::Service<Uri>>::Response;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower::Service<Uri> for ConnectWithin {
+    type Response = Connection;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Connection, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let limit = self.limit;
+        Box::pin(async move {
+            match limit {
+                Some(limit) => match tokio::time::timeout(limit, connecting).await {
+                    Ok(connected) => connected,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection (TCP and TLS) within {limit:?}"),
+                    )
+                    .into()),
+                },
+                None => connecting.await,
+            }
         })
     }
 }
@@ -201,6 +248,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::timeout::TimeoutConfig;
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -232,6 +280,11 @@ mod tests {
                 RetryConfig::standard()
                     .with_max_attempts(max_attempts)
                     .with_initial_backoff(Duration::from_millis(1)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_millis(300))
+                    .build(),
             )
             .build();
         aws_sdk_s3::Client::from_conf(config)
@@ -373,5 +426,25 @@ mod tests {
         assert_eq!(get(&s3_client(http(), &small, 1)).await.unwrap(), b"fits");
         let error = get(&s3_client(http(), &large, 1)).await.unwrap_err();
         assert!(error.contains("too large"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_that_never_completes_ends_at_the_connect_timeout() {
+        // Accepts the connection and never answers the ClientHello: hyper's TCP connect limit
+        // has passed by then, and no attempt timeout is set, so only ours can end it.
+        let (address, _) = plain_server(|_| None).await;
+        let endpoint = address.replace("http://", "https://");
+        let client = s3_client(S3HttpClient::with_roots(test_roots()), &endpoint, 1);
+        let started = std::time::Instant::now();
+        let error = tokio::time::timeout(Duration::from_secs(10), get(&client))
+            .await
+            .expect("the request hung past the connect timeout")
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(error.contains("within 300ms"), "{error}");
     }
 }

@@ -134,6 +134,7 @@ async fn metrics_move_with_uploads_and_downloads(backend: Backend) {
         "niso_dedup_saved_bytes_total",
         "niso_chunks_stored_total",
         "niso_chunk_store_duration_seconds",
+        "niso_chunk_cache_hits_total",
         "niso_db_query_duration_seconds",
         "niso_db_pool_connections",
         "niso_gc_reclaimed_bytes_total",
