@@ -1,13 +1,13 @@
-//! The niso benchmark: `cargo bench -p niso-bench` builds the release server, starts what it
-//! needs on loopback and prints one table of figures, each ratio measured in the same run so
-//! machine noise cancels: upload vs sha256sum, download vs nginx, on the production backend
-//! (PostgreSQL + Garage) upload and download vs a direct PUT / GET of the same chunks into the
-//! same Garage, peak RSS under 16+16 clients, dedup of next versions, metadata requests/s under
-//! wrk with 10,000 packages × 5 versions, Verdaccio side by side, and how metadata, search and
-//! GC costs grow with the registry. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
+//! The niso benchmark: `cargo bench -p niso-bench` builds the server (its `production` profile),
+//! starts what it needs on loopback and prints one table of figures, each ratio measured in the
+//! same run so machine noise cancels: upload vs sha256sum, download vs nginx, on the production
+//! backend (PostgreSQL + Garage) upload and download vs a direct PUT / GET of the same chunks into
+//! the same Garage, peak RSS under 16+16 clients, dedup of next versions, metadata requests/s under
+//! wrk with 10,000 packages × 5 versions, Verdaccio side by side, and how metadata, search and GC
+//! costs grow with the registry. `NISO_BENCH_QUICK=1` shrinks every size for a smoke run;
 //! `NISO_BENCH_BACKENDS=embedded` or `production` picks one backend; `NISO_BENCH_ONLY` picks
-//! sections (throughput, memory, dedup, metadata, growth, peer); `NISO_BENCH_SIZES` (MiB) sets
-//! the throughput and memory sizes; `NISO_BENCH_SERVER_BIN` skips the build.
+//! sections (throughput, memory, dedup, metadata, growth, peer); `NISO_BENCH_SIZES` (MiB) sets the
+//! throughput and memory sizes; `NISO_BENCH_SERVER_BIN` skips the build.
 
 mod data;
 mod dedup;
@@ -237,8 +237,8 @@ impl Bench {
     }
 }
 
-/// The release server binary: `NISO_BENCH_SERVER_BIN` if set, else `cargo build --release -p
-/// niso-server` into its own target directory (`target/bench-server`). Built in the shared one,
+/// The server binary as the image ships it: `NISO_BENCH_SERVER_BIN` if set, else `cargo build
+/// --profile production -p niso-server` into its own target directory (`target/bench-server`). Built in the shared one,
 /// the server and this bench (whose dependencies unify features differently) re-ran each
 /// other's build scripts (ring, aws-lc) and rebuilt the whole stack on every run; apart, each is
 /// built once.
@@ -251,18 +251,19 @@ fn build_release_server(workspace: &Path) -> PathBuf {
         .unwrap_or_else(|_| workspace.join("target"))
         .join("bench-server");
     eprintln!(
-        "building the release niso-server into {} …",
+        "building the production niso-server into {} …",
         target.display()
     );
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "-p", "niso-server", "--target-dir"])
+            .args(["build", "--profile", "production", "-p", "niso-server"])
+            .arg("--target-dir")
             .arg(&target)
             .current_dir(workspace)
             .status()
             .expect("cargo build");
-    assert!(status.success(), "release build failed");
-    target.join("release").join("niso-server")
+    assert!(status.success(), "production build failed");
+    target.join("production").join("niso-server")
 }
 
 fn machine() -> String {

@@ -10,8 +10,9 @@
 //! built on).
 //!
 //! What it keeps from the SDK's client: TCP_NODELAY, the connect (TCP and TLS handshake) and
-//! read time limits the SDK passes in, the system's root certificates, a pool with an idle timeout, and the mapping of
-//! transport failures onto the SDK's error kinds, so its retries see the same transient errors.
+//! read time limits the SDK passes in, the system's root certificates, a pool with an idle
+//! timeout, and the mapping of transport failures onto the SDK's error kinds, so its retries see
+//! the same transient errors.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,12 +34,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-/// The most a connection buffers of a response before the body's reader takes it. 64 KiB is what
+/// What a connection buffers of a response before the body's reader takes it. 64 KiB is what
 /// our own HTTP server allows per connection too; a 1 MiB chunk arrives in 16 reads instead of 3,
-/// which measured no slower against Garage, and a pooled connection holds at most this much.
+/// which measured no slower against Garage. hyper checks the limit between reads, so a buffer
+/// may pass it by one read, not grow to its ~400 KiB default.
 pub const READ_BUFFER_LIMIT: usize = 64 * 1024;
-/// How long an idle pooled connection is kept (the SDK's default too): S3 servers close idle
-/// connections after a while themselves, and a reused dead one costs a retry.
+/// How long an idle pooled connection is kept (hyper's default, which the SDK keeps): S3 servers
+/// close idle connections after a while themselves, and a reused dead one costs a retry.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Gives the SDK one [`S3Connector`] per distinct set of time limits. The SDK asks for a
