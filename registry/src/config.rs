@@ -64,6 +64,9 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     max_concurrent_uploads: Option<usize>,
     max_uploads_per_principal: Option<usize>,
+    chunk_budget_bytes: Option<usize>,
+    read_ahead_budget_bytes: Option<usize>,
+    small_chunk_cache_bytes: Option<usize>,
     oidc_issuers: Option<String>,
     oidc_audience: Option<String>,
     oidc_key_lifetime_secs: Option<u64>,
@@ -372,6 +375,24 @@ impl Source<'_> {
                 file.max_uploads_per_principal,
                 defaults.max_uploads_per_principal,
             )?,
+            chunk_budget_bytes: self.bytes_within(
+                "NISO_CHUNK_BUDGET_BYTES",
+                file.chunk_budget_bytes,
+                defaults.chunk_budget_bytes,
+                MIB..=GIB,
+            )?,
+            read_ahead_budget_bytes: self.bytes_within(
+                "NISO_READ_AHEAD_BUDGET_BYTES",
+                file.read_ahead_budget_bytes,
+                defaults.read_ahead_budget_bytes,
+                0..=GIB,
+            )?,
+            small_chunk_cache_bytes: self.bytes_within(
+                "NISO_SMALL_CHUNK_CACHE_BYTES",
+                file.small_chunk_cache_bytes,
+                defaults.small_chunk_cache_bytes,
+                0..=GIB,
+            )?,
             identity: self.identity()?,
             ..defaults
         };
@@ -498,6 +519,26 @@ impl Source<'_> {
         Ok(duration)
     }
 
+    /// A memory budget or cache size in bytes, within `range`: a budget is what a replica may
+    /// hold at once, so a typo of a few zeros must not pass for one.
+    fn bytes_within(
+        &self,
+        name: &'static str,
+        file_value: Option<usize>,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, ConfigError> {
+        let bytes = self.parse(name, file_value.map(|v| v.to_string()), default)?;
+        if !range.contains(&bytes) {
+            return Err(invalid(
+                name,
+                &bytes.to_string(),
+                &format!("must be from {} to {}", range.start(), range.end()),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// A limit that must not be zero (a zero limit would refuse every upload).
     fn positive_count(
         &self,
@@ -512,6 +553,9 @@ impl Source<'_> {
         Ok(count)
     }
 }
+
+const MIB: usize = 1024 * 1024;
+const GIB: usize = 1024 * MIB;
 
 fn default_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
@@ -653,6 +697,33 @@ mod tests {
         assert!(config.database_url.contains("niso-data"));
         assert!(config.s3.is_none());
         assert_eq!(config.registry.max_upload_bytes, 2 << 30);
+    }
+
+    #[test]
+    fn memory_budgets_are_settable_within_bounds() {
+        let defaults = config_from(&[]).unwrap().registry;
+        assert_eq!(defaults.chunk_budget_bytes, 8 * MIB);
+        assert_eq!(defaults.read_ahead_budget_bytes, 8 * MIB);
+        assert_eq!(defaults.small_chunk_cache_bytes, 4 * MIB);
+        let set = config_from(&[
+            ("NISO_CHUNK_BUDGET_BYTES", "16777216"),
+            ("NISO_READ_AHEAD_BUDGET_BYTES", "0"),
+            ("NISO_SMALL_CHUNK_CACHE_BYTES", "0"),
+        ])
+        .unwrap()
+        .registry;
+        assert_eq!(set.chunk_budget_bytes, 16 * MIB);
+        assert_eq!(set.read_ahead_budget_bytes, 0);
+        assert_eq!(set.small_chunk_cache_bytes, 0);
+        for (name, value) in [
+            ("NISO_CHUNK_BUDGET_BYTES", "0"),
+            ("NISO_CHUNK_BUDGET_BYTES", "80000000000"),
+            ("NISO_READ_AHEAD_BUDGET_BYTES", "2000000000"),
+            ("NISO_SMALL_CHUNK_CACHE_BYTES", "-1"),
+        ] {
+            let error = config_from(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

@@ -35,11 +35,14 @@ pub struct RegistrySettings {
     /// `NISO_LOGIN_WINDOW_SECS`).
     pub login_max_failures: u32,
     pub login_window: Duration,
-    /// Chunk bytes waiting to be stored across all uploads (see `chunk_pipeline.rs`).
+    /// Chunk bytes waiting to be stored across all uploads (`NISO_CHUNK_BUDGET_BYTES`, see
+    /// `chunk_pipeline.rs`).
     pub chunk_budget_bytes: usize,
-    /// Chunk bytes read ahead across all downloads (see `download.rs`).
+    /// Chunk bytes read ahead across all downloads (`NISO_READ_AHEAD_BUDGET_BYTES`, see
+    /// `download.rs`).
     pub read_ahead_budget_bytes: usize,
-    /// Small chunks kept in memory for downloads, in bytes; 0 disables (see `chunk_cache.rs`).
+    /// Small chunks kept in memory for downloads, in bytes; 0 disables
+    /// (`NISO_SMALL_CHUNK_CACHE_BYTES`, see `chunk_cache.rs`).
     pub small_chunk_cache_bytes: usize,
     /// zstd decoder memory of all uploads together (see `archive::DecompressionBudget`).
     pub decompression_budget_bytes: u64,
