@@ -87,7 +87,10 @@ impl Registry {
         crate::metrics::observe_database(&mut db, &metrics);
         let chunk_budget = MemoryBudget::new(settings.chunk_budget_bytes);
         let read_ahead_budget = MemoryBudget::new(settings.read_ahead_budget_bytes);
-        let small_chunks = chunk_cache::SmallChunkCache::new(settings.small_chunk_cache_bytes);
+        let small_chunks = chunk_cache::SmallChunkCache::new(
+            settings.small_chunk_cache_bytes,
+            settings.chunking.min_size as usize,
+        );
         let decompression_budget =
             crate::archive::DecompressionBudget::new(settings.decompression_budget_bytes);
         let password_hashing = PasswordHashing::new(

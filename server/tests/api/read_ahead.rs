@@ -62,8 +62,6 @@ async fn app_with_counted_reads(
     storage.store = store.clone();
     let mut settings = small_chunk_settings();
     settings.read_ahead_budget_bytes = read_ahead_budget_bytes;
-    // Every chunk here is small: the cache would answer the downloads after the first.
-    settings.small_chunk_cache_bytes = 0;
     let app = TestApp::on_storage(Arc::new(storage), settings).await;
     let key = app.register("alice").await;
     let archive = random_archive("@alice/big", "1.0.0", 2 * 1024 * 1024, 7);
